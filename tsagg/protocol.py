@@ -1,0 +1,156 @@
+"""
+The reactor side of a G3 stream: a Twisted protocol that reassembles frames
+from the socket, has spt3g deserialize and CRC-check them, and hands them to
+an L{IFrameSink}.
+"""
+
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+
+from tsagg import wire
+from tsagg.frames import CorruptFrame, load_frame
+from tsagg.interfaces import IFrameSink
+
+__all__ = ["G3StreamProtocol", "G3StreamFactory", "StreamStats"]
+
+
+class StreamStats:
+    """
+    Counters of the network side, shared by every connection of a factory.
+
+    @ivar connections: Connections made.
+    @ivar connected: Whether a connection is up now.
+    @ivar peer: The address of the current (or last) peer, as text.
+    @ivar bytes_received: Bytes read from every connection.
+    @ivar frames_received: Whole, CRC-checked frames.
+    @ivar bad_frames: Streams dropped for a frame that failed a limit, its
+        layout or its CRC.
+    @ivar idle_timeouts: Connections dropped for silence.
+    @ivar last_error: Text of the last stream error, or L{None}.
+    """
+
+    def __init__(self):
+        self.connections = 0
+        self.connected = False
+        self.peer = None
+        self.bytes_received = 0
+        self.frames_received = 0
+        self.bad_frames = 0
+        self.idle_timeouts = 0
+        self.last_error = None
+
+    def as_dict(self):
+        return {
+            "connected": self.connected,
+            "peer": self.peer,
+            "connections": self.connections,
+            "reconnects": max(0, self.connections - 1),
+            "bytes_received": self.bytes_received,
+            "bad_frames": self.bad_frames,
+            "idle_timeouts": self.idle_timeouts,
+            "last_stream_error": self.last_error,
+        }
+
+
+class G3StreamProtocol(Protocol, TimeoutMixin):
+    """
+    Receive one G3 stream and pass each frame to the factory's sink.
+
+    A frame that breaks the stream (a limit exceeded, a malformed header, a
+    bad CRC) is logged and counted, and the connection is dropped: there is
+    no way to find the next frame after it.  Frames before it are kept.  A
+    peer that sends nothing for C{idle_timeout} seconds is dropped too.
+    """
+
+    log = Logger()
+
+    def connectionMade(self):
+        factory = self.factory
+        self.callLater = factory.clock.callLater
+        self._splitter = wire.FrameSplitter(**factory.limits)
+        self._sink = factory.sink
+        self._stats = factory.stats
+        self._failed = False
+        self._stats.connections += 1
+        self._stats.connected = True
+        peer = self.transport.getPeer()
+        self._stats.peer = "%s:%s" % (getattr(peer, "host", peer),
+                                      getattr(peer, "port", ""))
+        self.log.info("Connected to {peer}", peer=self._stats.peer)
+        self.setTimeout(factory.idle_timeout)
+        self._sink.streamStarted(self.transport)
+
+    def dataReceived(self, data):
+        if self._failed:
+            return
+        self.resetTimeout()
+        stats = self._stats
+        stats.bytes_received += len(data)
+        splitter = self._splitter
+        frames = splitter.feed(data)
+        sink = self._sink
+        for raw in frames:
+            try:
+                frame = load_frame(raw)
+            except CorruptFrame as e:
+                self._fail("frame rejected by spt3g: %s" % (e,))
+                return
+            stats.frames_received += 1
+            sink.frameReceived(frame, raw)
+        if splitter.error is not None:
+            self._fail("%s: %s" % (type(splitter.error).__name__,
+                                   splitter.error))
+
+    def _fail(self, message):
+        self._failed = True
+        self._stats.bad_frames += 1
+        self._stats.last_error = message
+        self.log.error("Bad stream from {peer}, dropping it: {message}",
+                       peer=self._stats.peer, message=message)
+        self.setTimeout(None)
+        self.transport.abortConnection()
+
+    def timeoutConnection(self):
+        self._stats.idle_timeouts += 1
+        self._stats.last_error = ("no data for %s s" % (self.timeOut,))
+        self.log.warn("No data from {peer} for {seconds} s, dropping it",
+                      peer=self._stats.peer, seconds=self.timeOut)
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason):
+        self.setTimeout(None)
+        self._stats.connected = False
+        partial = self._splitter.buffered
+        if partial:
+            self.log.warn("Connection lost mid-frame; {bytes} bytes of an "
+                          "incomplete frame discarded", bytes=partial)
+        self.log.info("Disconnected from {peer}", peer=self._stats.peer)
+        self._sink.streamStopped(reason)
+
+
+class G3StreamFactory(Factory):
+    """
+    Make L{G3StreamProtocol}s that feed one sink.
+
+    @ivar sink: The L{IFrameSink} of every connection.
+    @ivar clock: The C{IReactorTime} of the idle timeout.
+    @ivar idle_timeout: Seconds of silence after which a peer is dropped, or
+        L{None} for never.
+    @ivar limits: Keyword arguments of L{wire.FrameSplitter}.
+    @ivar stats: The L{StreamStats} of all connections.
+    """
+
+    protocol = G3StreamProtocol
+
+    def __init__(self, sink, clock, idle_timeout=30.0,
+                 max_frame_size=wire.DEFAULT_MAX_FRAME_SIZE,
+                 max_entries=wire.DEFAULT_MAX_ENTRIES,
+                 max_key_length=wire.DEFAULT_MAX_KEY_LENGTH):
+        self.sink = IFrameSink(sink)
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+        self.limits = dict(max_frame_size=max_frame_size,
+                           max_entries=max_entries,
+                           max_key_length=max_key_length)
+        self.stats = StreamStats()

@@ -1,0 +1,126 @@
+"""
+One recording: a reconnecting client of a G3 stream and the writer of its
+files, as a Twisted service.  The twistd plugin and the OCS agent both run
+this.
+"""
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.endpoints import clientFromString
+from twisted.logger import Logger
+
+from tsagg import wire
+from tsagg.protocol import G3StreamFactory
+from tsagg.writer import RotatingWriter
+
+__all__ = ["RecordingService", "tcp_endpoint_description"]
+
+
+def tcp_endpoint_description(address, port, timeout=10):
+    """
+    The client endpoint string of a TCP sender, with C{:} and C{=} in the
+    host (an IPv6 address) escaped.
+    """
+    host = address.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+    return "tcp:host=%s:port=%d:timeout=%d" % (host, int(port), timeout)
+
+
+class RecordingService(Service):
+    """
+    Record the G3 stream of one sender into rotating files.
+
+    Reconnects with exponential backoff (C{ClientService}), drops a peer
+    that stays silent for C{idle_timeout} seconds, and closes the current
+    file at a frame boundary when stopped.  It can be started and stopped
+    any number of times.
+
+    @ivar writer: The L{RotatingWriter}.
+    @ivar factory: The L{G3StreamFactory} of the connections.
+    @ivar endpoint_description: Where the sender is, as an endpoint string.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, endpoint_description, data_dir,
+                 time_per_file=600.0, gap_timeout=10.0, idle_timeout=30.0,
+                 stream_id="unknown", max_frame_size=wire.DEFAULT_MAX_FRAME_SIZE,
+                 fsync=True, retry_policy=None, writer=None):
+        self._reactor = reactor
+        self.endpoint_description = endpoint_description
+        self.endpoint = clientFromString(reactor, endpoint_description)
+        if writer is None:
+            writer = RotatingWriter(data_dir, reactor,
+                                    time_per_file=time_per_file,
+                                    gap_timeout=gap_timeout,
+                                    default_stream_id=stream_id, fsync=fsync)
+        self.writer = writer
+        self.factory = G3StreamFactory(writer, reactor,
+                                       idle_timeout=idle_timeout,
+                                       max_frame_size=max_frame_size)
+        if retry_policy is None:
+            retry_policy = backoffPolicy(initialDelay=1.0, maxDelay=30.0)
+        self._retry_policy = retry_policy
+        self._client = None
+
+    def startService(self):
+        Service.startService(self)
+        self.writer.start()
+        self.log.info("Recording {endpoint} into {data_dir}",
+                      endpoint=self.endpoint_description,
+                      data_dir=self.writer.data_dir)
+        self._client = ClientService(self.endpoint, self.factory,
+                                     retryPolicy=self._retry_policy,
+                                     clock=self._reactor)
+        self._client.startService()
+
+    def stopService(self):
+        """
+        Stop connecting, drop the connection, close the file.
+
+        @return: A L{Deferred} that fires when the file is closed.
+        """
+        Service.stopService(self)
+        client, self._client = self._client, None
+        d = client.stopService() if client is not None else defer.succeed(None)
+        d.addBoth(self._stopped)
+        return d
+
+    def _stopped(self, result):
+        self.writer.close()
+        self.log.info("Recording stopped")
+        return None
+
+    def whenConnected(self, failAfterFailures=None):
+        """
+        A L{Deferred} that fires with the protocol of the current connection,
+        or of the next one.
+        """
+        return self._client.whenConnected(failAfterFailures=failAfterFailures)
+
+    @property
+    def status(self):
+        """
+        The live status of the recording, a L{dict} of plain values::
+
+            {'running': True, 'endpoint': 'tcp:host=localhost:port=50000:timeout=10',
+             'connected': True, 'peer': '127.0.0.1:50000', 'connections': 1,
+             'reconnects': 0, 'bytes_received': 1731234, 'bad_frames': 0,
+             'idle_timeouts': 0, 'last_stream_error': None,
+             'current_file': '/data/17649/crate1slot2/1764912345_000.g3',
+             'last_file': None, 'stream_id': 'crate1slot2',
+             'session_id': 1764912345, 'files_written': 1,
+             'frames_written': 1034, 'bytes_written': 1730000,
+             'frames_received': 1041, 'flow_control_frames': {'alive': 5,
+             'start': 1, 'end': 0, 'cleanse': 0},
+             'frames_dropped_upstream': 0, 'frames_held': 0, 'frames_lost': 0,
+             'write_errors': 0, 'last_frame_time': 1764912460.2,
+             'last_error': None}
+        """
+        status = {"running": bool(self.running),
+                  "endpoint": self.endpoint_description}
+        status.update(self.factory.stats.as_dict())
+        status.update(self.writer.status)
+        if status["last_error"] is None:
+            status["last_error"] = status["last_stream_error"]
+        return status

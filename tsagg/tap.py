@@ -1,0 +1,93 @@
+"""
+``twistd tsagg``: record a G3 stream with no OCS around it.
+"""
+
+from twisted.python import usage
+
+from tsagg import sostream, wire
+from tsagg.service import RecordingService, tcp_endpoint_description
+
+__all__ = ["Options", "makeService"]
+
+
+def _positive(kind):
+    def convert(text):
+        value = kind(text)
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+    convert.coerceDoc = "Must be positive."
+    return convert
+
+
+def _port(text):
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError("not a TCP port")
+    return value
+
+
+class Options(usage.Options):
+    """
+    Command line of C{twistd tsagg}.  The defaults are those of the original
+    OCS Timestream Aggregator Agent.
+    """
+
+    synopsis = "[options]"
+    longdesc = ("Connect to a spt3g G3NetworkSender and write every frame it "
+                "sends to rotating .g3 files, by the Simons Observatory "
+                "stream rules, until stopped.")
+
+    optParameters = [
+        ["address", "a", "localhost", "Host of the G3NetworkSender."],
+        ["port", "p", 50000, "TCP port of the G3NetworkSender.", _port],
+        ["data-dir", "d", "/data/", "Directory the files are written under."],
+        ["time-per-file", "t", 600.0,
+         "Seconds after which a file is closed and the next one begun.",
+         _positive(float)],
+        ["stream-id", "s", "unknown",
+         "Directory name for a stream whose frames carry no sostream_id."],
+        ["gap-timeout", "g", 10.0,
+         "Seconds without a frame after which the acquisition ends.",
+         _positive(float)],
+        ["idle-timeout", None, 30.0,
+         "Seconds without any byte after which the connection is dropped "
+         "and made again.", _positive(float)],
+        ["max-frame-size", None, wire.DEFAULT_MAX_FRAME_SIZE,
+         "Largest frame accepted, in bytes; a larger one drops the "
+         "connection.", _positive(int)],
+        ["endpoint", None, None,
+         "Twisted client endpoint of the sender, e.g. "
+         "'tcp:host=h:port=50000'; overrides --address and --port."],
+    ]
+    optFlags = [
+        ["no-fsync", None, "Do not fsync files when closing them."],
+    ]
+
+    def postOptions(self):
+        if sostream.sanitize_stream_id(self["stream-id"]) != self["stream-id"]:
+            raise usage.UsageError(
+                "--stream-id must be a plain directory name of letters, "
+                "digits, '_', '-' and '.', not starting with '.'")
+        if not self["data-dir"]:
+            raise usage.UsageError("--data-dir must not be empty")
+
+
+def makeService(options, reactor=None):
+    """
+    The L{RecordingService} the options describe.
+
+    @param reactor: The reactor to run in; the global one by default.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    endpoint = options["endpoint"] or tcp_endpoint_description(
+        options["address"], options["port"])
+    return RecordingService(
+        reactor, endpoint, options["data-dir"],
+        time_per_file=options["time-per-file"],
+        gap_timeout=options["gap-timeout"],
+        idle_timeout=options["idle-timeout"],
+        stream_id=options["stream-id"],
+        max_frame_size=options["max-frame-size"],
+        fsync=not options["no-fsync"])

@@ -1,0 +1,501 @@
+"""
+Write the frames of an SO stream to rotating ``.g3`` files.
+
+L{RotatingWriter} applies the SO stream rules (L{tsagg.sostream}) and the
+file layout of the Simons Observatory::
+
+    <data-dir>/<first 5 digits of basename>/<stream-id>/<basename>_<NNN>.g3
+
+Files are written with the raw bytes received, one frame at a time, so every
+file ends at a frame boundary.  Rotation and the gap timeout run on an
+injected clock (C{IReactorTime}); L{FilePolicy} decides, the writer acts.
+"""
+
+import errno
+import os
+from collections import deque
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from tsagg import sostream
+from tsagg.frames import frame_type_code
+from tsagg.interfaces import IFrameSink
+
+__all__ = ["RotatingWriter", "FilePolicy", "Acquisition", "OutsideDataDir"]
+
+ROTATE = "rotate"
+GAP = "gap"
+
+_OPEN_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL
+               | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+_MAX_FILE_INDEX = 10 ** 6
+
+
+class OutsideDataDir(OSError):
+    """
+    A path resolved outside the data directory (a symlink planted in it).
+    """
+
+
+class FilePolicy:
+    """
+    When to close a file: pure decisions over times, no clock and no I/O.
+
+    @ivar time_per_file: Seconds a file stays open before rotation.
+    @ivar gap_timeout: Seconds without a written frame that end an
+        acquisition.
+    """
+
+    def __init__(self, time_per_file, gap_timeout):
+        if time_per_file <= 0 or gap_timeout <= 0:
+            raise ValueError("time_per_file and gap_timeout must be positive")
+        self.time_per_file = time_per_file
+        self.gap_timeout = gap_timeout
+
+    def deadline(self, opened_at, last_write):
+        """
+        The next time at which L{decide} may answer something.
+
+        @param opened_at: When the open file was opened, or L{None} when no
+            file is open.
+        @param last_write: When the acquisition last wrote a frame.
+        """
+        gap_at = last_write + self.gap_timeout
+        if opened_at is None:
+            return gap_at
+        return min(gap_at, opened_at + self.time_per_file)
+
+    def decide(self, now, opened_at, last_write):
+        """
+        @return: L{GAP} when the acquisition has been silent too long,
+            L{ROTATE} when the open file is old enough, else L{None}.
+        """
+        if now >= last_write + self.gap_timeout:
+            return GAP
+        if opened_at is not None and now >= opened_at + self.time_per_file:
+            return ROTATE
+        return None
+
+
+class Acquisition:
+    """
+    One continuous recording of a stream: a basename and a directory, and
+    the files numbered C{_000}, C{_001}, ... under them.
+
+    @ivar basename: The session id, or the clock time the first file opened.
+    @ivar stream_id: The directory name of the stream.
+    @ivar session_id: The session id of the frames, or L{None}.
+    @ivar next_index: The file number to try next.
+    """
+
+    def __init__(self, basename, stream_id, session_id):
+        self.basename = basename
+        self.stream_id = stream_id
+        self.session_id = session_id
+        self.next_index = 0
+
+    def relative_dir(self):
+        return os.path.join(self.basename[:5], self.stream_id)
+
+    def file_name(self, index):
+        return "%s_%03d.g3" % (self.basename, index)
+
+
+class _OpenFile:
+    def __init__(self, fd, path, opened_at):
+        self.fd = fd
+        self.path = path
+        self.opened_at = opened_at
+        self.size = 0
+        self.frames = 0
+
+
+@implementer(IFrameSink)
+class RotatingWriter:
+    """
+    Record one SO stream into rotating files under a data directory.
+
+    Flow control: ALIVE and CLEANSE are discarded; START closes the file;
+    END closes it and forgets the cached metadata; none is ever written.
+    Data that comes without a START opens an acquisition as if one had come.
+
+    When writing fails (no space, no permission, the directory gone), the
+    partial frame is cut off, the file is closed, the frame is held and the
+    producer paused; the writer retries every C{retry_interval} seconds and
+    resumes the producer once frames go to disk again, in a new file.
+
+    @ivar data_dir: The absolute, real path of the data directory.
+    @ivar default_stream_id: Directory name for streams that do not name
+        themselves.
+    @ivar policy: The L{FilePolicy}.
+    @ivar clock: The C{IReactorTime} that times files.
+    @ivar fsync: Whether closing a file syncs it to disk first.
+    """
+
+    log = Logger()
+
+    def __init__(self, data_dir, clock, time_per_file=600.0, gap_timeout=10.0,
+                 default_stream_id="unknown", fsync=True, retry_interval=1.0,
+                 max_held_frames=1024, opener=os.open):
+        safe = sostream.sanitize_stream_id(default_stream_id)
+        if safe != default_stream_id:
+            raise ValueError("stream id %r is not a safe directory name"
+                             % (default_stream_id,))
+        self.data_dir = os.path.realpath(data_dir)
+        self.clock = clock
+        self.policy = FilePolicy(time_per_file, gap_timeout)
+        self.default_stream_id = default_stream_id
+        self.fsync = fsync
+        self.retry_interval = retry_interval
+        self.max_held_frames = max_held_frames
+        self._opener = opener
+
+        self._file = None
+        self._acq = None
+        self._last_write = None
+        self._timer = None
+        self._retry = None
+        self._producer = None
+        self._paused = False
+        self._closed = False
+        # Latest metadata frame of each type: type code -> raw bytes, in
+        # order of arrival.
+        self._metadata = {}
+        self._stream_id = None
+        self._held = deque()
+        self._frame_nums = sostream.FrameNumTracker()
+
+        self.files_written = 0
+        self.frames_written = 0
+        self.bytes_written = 0
+        self.frames_received = 0
+        self.flow_control = {name: 0 for name in
+                             sostream.FLOW_CONTROL_NAMES.values()}
+        self.frames_lost = 0
+        self.write_errors = 0
+        self.last_error = None
+        self.last_frame_time = None
+        self.last_file = None
+
+    # -- IFrameSink ----------------------------------------------------------
+
+    @property
+    def status(self):
+        acq = self._acq
+        return {
+            "current_file": self._file.path if self._file else None,
+            "last_file": self.last_file,
+            "stream_id": acq.stream_id if acq else self._stream_id,
+            "session_id": acq.session_id if acq else None,
+            "files_written": self.files_written,
+            "frames_written": self.frames_written,
+            "bytes_written": self.bytes_written,
+            "frames_received": self.frames_received,
+            "flow_control_frames": dict(self.flow_control),
+            "frames_dropped_upstream": self._frame_nums.dropped,
+            "frames_held": len(self._held),
+            "frames_lost": self.frames_lost,
+            "write_errors": self.write_errors,
+            "last_frame_time": self.last_frame_time,
+            "last_error": self.last_error,
+        }
+
+    def streamStarted(self, producer):
+        self._producer = producer
+        self._paused = False
+        if self._held:
+            self._pause()
+        # The sender replays its own metadata cache to each new connection;
+        # ours would only duplicate it.
+        self._metadata.clear()
+
+    def streamStopped(self, reason):
+        self._producer = None
+        self._paused = False
+        if not self._held:
+            self._end_acquisition("disconnect")
+
+    def frameReceived(self, frame, raw):
+        if self._closed:
+            self.frames_lost += 1
+            self.log.error("Frame arrived after the writer was closed; lost")
+            return
+        self.frames_received += 1
+        self.last_frame_time = self.clock.seconds()
+        if self._held:
+            self._hold(frame, raw)
+            return
+        self._handle(frame, raw)
+
+    def start(self):
+        """
+        Take frames again after L{close}.
+        """
+        self._closed = False
+
+    def close(self):
+        """
+        Close the open file at a frame boundary and stop all timers.
+
+        Frames still held after a last attempt to write them are reported as
+        lost.
+        """
+        if self._closed:
+            return None
+        if self._held:
+            self._drain()
+        self._closed = True
+        self._cancel(self._retry)
+        self._retry = None
+        if self._held:
+            self.frames_lost += len(self._held)
+            self.log.error("Closing with {count} frames that could not be "
+                           "written; they are lost", count=len(self._held))
+            self._held.clear()
+        self._end_acquisition("stop")
+        return None
+
+    # -- the SO stream rules ---------------------------------------------------
+
+    def _handle(self, frame, raw):
+        """
+        Apply the rules to one frame.
+
+        @raise OSError: Writing it failed; nothing of it is on disk.
+        """
+        code = frame_type_code(frame)
+        fc = sostream.flow_control(frame)
+        if fc is not None:
+            self._frame_nums.see(sostream.frame_num(frame))
+            self._flow_control(fc)
+            return
+        sid = sostream.stream_id(frame, code)
+        if sid is not None and self._stream_id is None:
+            self._stream_id = sid
+        session = sostream.session_id(frame)
+        if (self._acq is not None and session is not None
+                and self._acq.session_id is not None
+                and session != self._acq.session_id):
+            # A new session without a START: a new acquisition all the same.
+            self._end_acquisition("new session %d" % (session,))
+            self._frame_nums.reset()
+        self._frame_nums.see(sostream.frame_num(frame))
+        try:
+            self._write(raw, code, session)
+        except OSError as e:
+            self._write_failed(e)
+            self._hold(frame, raw, front=True)
+            return
+        if code not in sostream.DATA_TYPES:
+            self._metadata.pop(code, None)
+            self._metadata[code] = raw
+
+    def _flow_control(self, fc):
+        name = sostream.FLOW_CONTROL_NAMES.get(fc)
+        if name is None:
+            self.log.warn("Discarding flow-control frame of unknown value "
+                          "{value}", value=fc)
+            return
+        self.flow_control[name] += 1
+        if fc == sostream.START:
+            self._end_acquisition("start")
+            self._metadata.clear()
+            self._frame_nums.reset()
+        elif fc == sostream.END:
+            self._end_acquisition("end")
+            self._metadata.clear()
+            self._frame_nums.reset()
+            self._stream_id = None
+
+    # -- files -------------------------------------------------------------------
+
+    def _write(self, raw, code, session):
+        now = self.clock.seconds()
+        if self._file is None:
+            if self._acq is None:
+                self._begin_acquisition(session, now)
+            self._open(now, code)
+        self._write_bytes(raw)
+        self._file.frames += 1
+        self.frames_written += 1
+        self._last_write = now
+        if self._timer is None:
+            self._schedule()
+
+    def _begin_acquisition(self, session, now):
+        basename = str(session) if session is not None else str(int(now))
+        stream_id = self._stream_id or self.default_stream_id
+        self._acq = Acquisition(basename, stream_id, session)
+        self.log.info("New acquisition {basename} of stream {stream}",
+                      basename=basename, stream=stream_id)
+
+    def _open(self, now, opening_code):
+        acq = self._acq
+        directory = os.path.join(self.data_dir, acq.relative_dir())
+        os.makedirs(directory, exist_ok=True)
+        real = os.path.realpath(directory)
+        if os.path.commonpath([real, self.data_dir]) != self.data_dir:
+            raise OutsideDataDir(errno.EPERM, "refusing to write outside "
+                                 "the data directory", real)
+        index = acq.next_index
+        while True:
+            path = os.path.join(real, acq.file_name(index))
+            try:
+                fd = self._opener(path, _OPEN_FLAGS, 0o644)
+                break
+            except FileExistsError:
+                index += 1
+                if index >= _MAX_FILE_INDEX:
+                    raise
+        acq.next_index = index + 1
+        self._file = _OpenFile(fd, path, now)
+        # The new file brings its own rotation deadline.
+        self._cancel(self._timer)
+        self._timer = None
+        self.files_written += 1
+        self.log.info("Opened {path}", path=path)
+        # Every file stands alone: it starts with the latest metadata of the
+        # acquisition, except the kind of frame that is about to be written.
+        for code, raw in list(self._metadata.items()):
+            if code != opening_code:
+                self._write_bytes(raw)
+                self._file.frames += 1
+
+    def _write_bytes(self, raw):
+        f = self._file
+        view = memoryview(raw)
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(f.fd, view[done:])
+        except OSError:
+            if done:
+                self._truncate(f)
+            raise
+        f.size += done
+        self.bytes_written += done
+
+    def _truncate(self, f):
+        """
+        Cut a partly written frame off the file.
+        """
+        try:
+            os.ftruncate(f.fd, f.size)
+        except OSError as e:
+            self.log.error("Could not cut a partial frame off {path}: {err}",
+                           path=f.path, err=e)
+
+    def _close_file(self, why):
+        f = self._file
+        if f is None:
+            return
+        self._file = None
+        self.last_file = f.path
+        try:
+            if self.fsync:
+                os.fsync(f.fd)
+        except OSError as e:
+            self._note_error("fsync of %s failed: %s" % (f.path, e))
+        finally:
+            os.close(f.fd)
+        self.log.info("Closed {path} ({why}): {frames} frames, {size} bytes",
+                      path=f.path, why=why, frames=f.frames, size=f.size)
+
+    def _end_acquisition(self, why):
+        self._close_file(why)
+        self._acq = None
+        self._last_write = None
+        self._cancel(self._timer)
+        self._timer = None
+
+    # -- timers ---------------------------------------------------------------
+
+    def _schedule(self):
+        opened_at = self._file.opened_at if self._file else None
+        when = self.policy.deadline(opened_at, self._last_write)
+        delay = max(0.0, when - self.clock.seconds())
+        self._timer = self.clock.callLater(delay, self._timer_fired)
+
+    def _timer_fired(self):
+        self._timer = None
+        if self._acq is None or self._last_write is None:
+            return
+        opened_at = self._file.opened_at if self._file else None
+        action = self.policy.decide(self.clock.seconds(), opened_at,
+                                    self._last_write)
+        if action == GAP:
+            self.log.info("No frame for {gap} s: acquisition ends",
+                          gap=self.policy.gap_timeout)
+            self._end_acquisition("gap")
+            return
+        if action == ROTATE:
+            self._close_file("rotation")
+        self._schedule()
+
+    def _cancel(self, call):
+        if call is not None and call.active():
+            call.cancel()
+
+    # -- write errors and backpressure ------------------------------------
+
+    def _write_failed(self, error):
+        self.write_errors += 1
+        self._note_error("write failed: %s" % (error,))
+        # The file may be unusable (its directory gone, the disk failing):
+        # the acquisition goes on in a new file once writing works again.
+        f = self._file
+        if f is not None:
+            self._file = None
+            self.last_file = f.path
+            try:
+                os.close(f.fd)
+            except OSError:
+                pass
+
+    def _note_error(self, message):
+        self.last_error = message
+        self.log.error("{message}", message=message)
+
+    def _hold(self, frame, raw, front=False):
+        if len(self._held) >= self.max_held_frames:
+            self.frames_lost += 1
+            self._note_error("more than %d frames wait for the disk; a frame "
+                             "is lost" % (self.max_held_frames,))
+            return
+        if front:
+            self._held.appendleft((frame, raw))
+        else:
+            self._held.append((frame, raw))
+        self._pause()
+        if self._retry is None and not self._closed:
+            self._retry = self.clock.callLater(self.retry_interval,
+                                               self._retry_held)
+
+    def _pause(self):
+        if self._producer is not None and not self._paused:
+            self._paused = True
+            self._producer.pauseProducing()
+
+    def _retry_held(self):
+        self._retry = None
+        self._drain()
+        if self._held:
+            self._retry = self.clock.callLater(self.retry_interval,
+                                               self._retry_held)
+            return
+        self.log.info("Writing works again")
+        if self._producer is None:
+            # The stream went away while frames were held.
+            self._end_acquisition("disconnect")
+        elif self._paused:
+            self._paused = False
+            self._producer.resumeProducing()
+
+    def _drain(self):
+        while self._held:
+            frame, raw = self._held.popleft()
+            before = self.write_errors
+            self._handle(frame, raw)
+            if self.write_errors != before:
+                return
