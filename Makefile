@@ -21,7 +21,7 @@ demo: install
 	$(PY) -m tsagg.demo
 
 test: install
-	$(VENV)/bin/trial $(TRIAL_ARGS)
+	$(PY) -m twisted.trial $(TRIAL_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp demo-data

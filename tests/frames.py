@@ -1,0 +1,90 @@
+"""
+Frames for tests, built with spt3g.
+"""
+
+import struct
+
+import numpy as np
+
+from tsagg import sostream
+from tsagg.frames import core
+
+__all__ = ["scan", "observation", "wiring", "flow", "raw", "pipeline_info",
+           "handmade"]
+
+
+def _stamp(frame, stream_id, session_id, frame_num):
+    if stream_id is not None:
+        frame["sostream_id"] = stream_id
+    if session_id is not None:
+        frame["session_id"] = session_id
+    if frame_num is not None:
+        frame["frame_num"] = frame_num
+    return frame
+
+
+def scan(frame_num=None, stream_id="crate1slot2", session_id=1700000000,
+         channels=4, samples=10, seed=None):
+    """
+    A Scan frame with a small int32 timestream map.
+    """
+    frame = core.G3Frame(core.G3FrameType.Scan)
+    rng = np.random.default_rng(frame_num if seed is None else seed)
+    data = rng.integers(-1000, 1000, size=(channels, samples), dtype=np.int32)
+    names = ["r%04d" % i for i in range(channels)]
+    frame["data"] = core.G3TimestreamMap(
+        names, data, core.G3Time(0), core.G3Time(int(core.G3Units.s)))
+    return _stamp(frame, stream_id, session_id, frame_num)
+
+
+def observation(stream_id="crate1slot2", session_id=1700000000, frame_num=0):
+    frame = core.G3Frame(core.G3FrameType.Observation)
+    frame["start_time"] = core.G3Time(0)
+    return _stamp(frame, stream_id, session_id, frame_num)
+
+
+def wiring(stream_id="crate1slot2", session_id=1700000000, frame_num=1,
+           status="{}"):
+    frame = core.G3Frame(core.G3FrameType.Wiring)
+    frame["status"] = status
+    return _stamp(frame, stream_id, session_id, frame_num)
+
+
+def pipeline_info(stream_id="pipeline"):
+    frame = core.G3Frame(core.G3FrameType.PipelineInfo)
+    return _stamp(frame, stream_id, None, None)
+
+
+def flow(value, frame_type=core.G3FrameType.none):
+    frame = core.G3Frame(frame_type)
+    frame["sostream_flowcontrol"] = value
+    return frame
+
+
+def raw(frame):
+    """
+    The bytes a G3NetworkSender puts on the wire for C{frame}.
+    """
+    return frame._cereal_dumps()
+
+
+def handmade(entries, ftype=b"S", flag=1, version=1, count=None, crc=0):
+    """
+    Serialize a frame by hand, with any (even invalid) header values.
+
+    @param entries: (key bytes, blob bytes) pairs.
+    """
+    out = [struct.pack("<BIII", flag, version,
+                       len(entries) if count is None else count,
+                       ord(ftype))]
+    for key, blob in entries:
+        out.append(struct.pack("<Q", len(key)) + key)
+        out.append(struct.pack("<Q", len(blob)) + blob)
+    out.append(struct.pack("<I", crc))
+    return b"".join(out)
+
+
+START = sostream.START
+END = sostream.END
+ALIVE = sostream.ALIVE
+CLEANSE = sostream.CLEANSE
