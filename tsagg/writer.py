@@ -13,6 +13,7 @@ injected clock (C{IReactorTime}); L{FilePolicy} decides, the writer acts.
 
 import errno
 import os
+import stat
 from collections import deque
 
 from twisted.logger import Logger
@@ -332,15 +333,10 @@ class RotatingWriter:
 
     def _open(self, now, opening_code):
         acq = self._acq
-        directory = os.path.join(self.data_dir, acq.relative_dir())
-        os.makedirs(directory, exist_ok=True)
-        real = os.path.realpath(directory)
-        if os.path.commonpath([real, self.data_dir]) != self.data_dir:
-            raise OutsideDataDir(errno.EPERM, "refusing to write outside "
-                                 "the data directory", real)
+        directory = self._make_dirs(acq.relative_dir())
         index = acq.next_index
         while True:
-            path = os.path.join(real, acq.file_name(index))
+            path = os.path.join(directory, acq.file_name(index))
             try:
                 fd = self._opener(path, _OPEN_FLAGS, 0o644)
                 break
@@ -361,6 +357,25 @@ class RotatingWriter:
             if code != opening_code:
                 self._write_bytes(raw)
                 self._file.frames += 1
+
+    def _make_dirs(self, relative):
+        """
+        Make the directories of C{relative} under the data directory, one by
+        one, refusing any that is not a real directory (a symlink planted
+        there must not lead a write, or a mkdir, outside).
+        """
+        os.makedirs(self.data_dir, exist_ok=True)
+        path = self.data_dir
+        for part in relative.split(os.sep):
+            path = os.path.join(path, part)
+            try:
+                os.mkdir(path, 0o755)
+            except FileExistsError:
+                pass
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                raise OutsideDataDir(errno.EPERM, "refusing to write outside "
+                                     "the data directory through", path)
+        return path
 
     def _write_bytes(self, raw):
         f = self._file
