@@ -1,0 +1,173 @@
+"""
+Tests for L{tsagg.protocol}, over a L{StringTransport}.
+"""
+
+import struct
+
+from twisted.internet import task
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+from zope.interface import implementer
+
+from tsagg.interfaces import IFrameSink
+from tsagg.protocol import G3StreamFactory
+
+from tests import frames as F
+
+
+@implementer(IFrameSink)
+class RecordingSink:
+    """
+    A sink that remembers what it was given.
+    """
+
+    def __init__(self):
+        self.events = []
+        self.raws = []
+        self.frames = []
+        self.producer = None
+
+    @property
+    def status(self):
+        return {}
+
+    def streamStarted(self, producer):
+        self.producer = producer
+        self.events.append("started")
+
+    def frameReceived(self, frame, raw):
+        self.frames.append(frame)
+        self.raws.append(raw)
+
+    def streamStopped(self, reason):
+        self.events.append("stopped")
+
+    def close(self):
+        pass
+
+
+class ProtocolTestCase(unittest.TestCase):
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.sink = RecordingSink()
+        self.factory = G3StreamFactory(self.sink, self.clock, idle_timeout=30,
+                                       max_frame_size=1 << 20)
+        self.connect()
+
+    def connect(self):
+        self.transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 50000))
+        self.proto = self.factory.buildProtocol(self.transport.getPeer())
+        self.proto.makeConnection(self.transport)
+
+    def lose(self):
+        self.proto.connectionLost(Failure(ConnectionDone()))
+
+    @property
+    def stats(self):
+        return self.factory.stats.as_dict()
+
+
+class DeliveryTests(ProtocolTestCase):
+
+    def test_frames_reach_the_sink_with_raw_bytes(self):
+        raws = [F.raw(F.observation()), F.raw(F.scan(1)), F.raw(F.scan(2))]
+        for i in range(0, len(b"".join(raws)), 100):
+            self.proto.dataReceived(b"".join(raws)[i:i + 100])
+        self.assertEqual(self.sink.raws, raws)
+        self.assertEqual(self.sink.frames[1]["frame_num"], 1)
+        self.assertEqual(self.stats["bytes_received"], len(b"".join(raws)))
+
+    def test_sink_gets_the_transport_as_producer(self):
+        self.assertIs(self.sink.producer, self.transport)
+        self.assertEqual(self.sink.events, ["started"])
+
+    def test_connection_lost_reaches_the_sink(self):
+        self.lose()
+        self.assertEqual(self.sink.events, ["started", "stopped"])
+        self.assertFalse(self.stats["connected"])
+
+    def test_reconnects_counted(self):
+        self.lose()
+        self.connect()
+        self.assertEqual(self.stats["connections"], 2)
+        self.assertEqual(self.stats["reconnects"], 1)
+        self.assertEqual(self.stats["peer"], "127.0.0.1:50000")
+
+
+class BadStreamTests(ProtocolTestCase):
+    """
+    A bad frame drops the connection; nothing of it reaches the sink, the
+    frames before it do.
+    """
+
+    def assertDropped(self, bad):
+        good = F.raw(F.scan(1))
+        self.proto.dataReceived(good + bad + F.raw(F.scan(2)))
+        self.assertEqual(self.sink.raws, [good])
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.stats["bad_frames"], 1)
+        self.assertIsNotNone(self.stats["last_stream_error"])
+        # Whatever else comes before the socket closes is ignored.
+        self.proto.dataReceived(F.raw(F.scan(3)))
+        self.assertEqual(self.sink.raws, [good])
+        self.lose()
+
+    def test_bad_crc(self):
+        raw = bytearray(F.raw(F.scan(5)))
+        raw[-1] ^= 0xFF
+        self.assertDropped(bytes(raw))
+        self.assertIn("CRC", self.stats["last_stream_error"])
+
+    def test_corrupt_blob_with_good_layout(self):
+        raw = bytearray(F.raw(F.scan(5)))
+        raw[40] ^= 0xFF
+        self.assertDropped(bytes(raw))
+
+    def test_frame_over_the_limit(self):
+        big = F.handmade([(b"k", b"x" * (2 << 20))])
+        self.assertDropped(big)
+        self.assertIn("FrameTooLarge", self.stats["last_stream_error"])
+
+    def test_garbage(self):
+        self.assertDropped(b"GET / HTTP/1.1\r\n\r\n" * 3)
+
+    def test_blob_length_2_to_the_64(self):
+        bad = F.handmade([], count=1)[:13] + struct.pack("<Q", 1) + b"k"
+        self.assertDropped(bad + struct.pack("<Q", 2 ** 64 - 1))
+
+
+class IdleTimeoutTests(ProtocolTestCase):
+
+    def test_silent_peer_is_dropped(self):
+        self.clock.advance(29)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.stats["idle_timeouts"], 1)
+        self.lose()
+
+    def test_bytes_reset_the_timeout(self):
+        raw = F.raw(F.scan(1))
+        for i in range(10):
+            self.clock.advance(20)
+            self.proto.dataReceived(raw[i:i + 1])
+        self.assertFalse(self.transport.disconnecting)
+        self.lose()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_half_frame_then_silence(self):
+        raw = F.raw(F.scan(1))
+        self.proto.dataReceived(raw[:len(raw) // 2])
+        self.clock.advance(30)
+        self.assertTrue(self.transport.disconnecting)
+        self.lose()
+        self.assertEqual(self.sink.raws, [])
+
+    def test_no_timeout_after_loss(self):
+        self.lose()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
