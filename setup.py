@@ -19,7 +19,7 @@ setup(
         "numpy",
     ],
     extras_require={
-        "test": ["hypothesis"],
+        "test": ["hypothesis", "so3g"],
     },
     entry_points={
         "console_scripts": [

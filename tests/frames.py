@@ -7,7 +7,7 @@ import struct
 import numpy as np
 
 from tsagg import sostream
-from tsagg.frames import core
+from tsagg.frames import core, dump_frame
 
 __all__ = ["scan", "observation", "wiring", "flow", "raw", "pipeline_info",
            "handmade"]
@@ -65,7 +65,7 @@ def raw(frame):
     """
     The bytes a G3NetworkSender puts on the wire for C{frame}.
     """
-    return frame._cereal_dumps()
+    return dump_frame(frame)
 
 
 def handmade(entries, ftype=b"S", flag=1, version=1, count=None, crc=0):

@@ -10,7 +10,8 @@ raise on a mismatch.
 
 from spt3g import core
 
-__all__ = ["core", "BINDING", "CorruptFrame", "load_frame", "frame_type_code"]
+__all__ = ["core", "BINDING", "CorruptFrame", "load_frame", "dump_frame",
+           "frame_type_code"]
 
 
 class CorruptFrame(ValueError):
@@ -26,6 +27,12 @@ if hasattr(core.G3Frame, "_cereal_loads"):
         frame = core.G3Frame()
         frame._cereal_loads(raw)
         return frame
+
+    def dump_frame(frame):
+        """
+        Serialize a frame: the bytes a C{G3NetworkSender} sends for it.
+        """
+        return frame._cereal_dumps()
 else:  # pragma: no cover - exercised by the so3g subprocess test
     BINDING = "so3g"
 
@@ -33,6 +40,9 @@ else:  # pragma: no cover - exercised by the so3g subprocess test
         frame = core.G3Frame()
         frame.__setstate__(({}, raw))
         return frame
+
+    def dump_frame(frame):
+        return frame.__getstate__()[1]
 
 
 def load_frame(raw):

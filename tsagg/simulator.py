@@ -18,7 +18,7 @@ from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.python import usage
 
 from tsagg import sostream
-from tsagg.frames import core
+from tsagg.frames import core, dump_frame
 
 __all__ = ["SessionPlan", "Simulator", "Options", "main"]
 
@@ -93,7 +93,7 @@ class Simulator:
 
     def emit(self, frame):
         if self.record:
-            self.sent.append(frame._cereal_dumps())
+            self.sent.append(dump_frame(frame))
         self._send(frame)
 
     @defer.inlineCallbacks
