@@ -17,6 +17,7 @@ setup(
         "spt3g>=1.0",
         "zope.interface",
         "numpy",
+        "ocs>=0.12",
     ],
     extras_require={
         "test": ["hypothesis", "so3g"],
@@ -26,5 +27,6 @@ setup(
             "tsagg-sim = tsagg.simulator:main",
             "tsagg-ls = tsagg.report:main",
         ],
+        "ocs.plugins": ["tsagg = tsagg.plugin"],
     },
 )

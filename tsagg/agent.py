@@ -1,0 +1,348 @@
+"""
+The TimestreamAggregator OCS Agent: the recording service of L{tsagg.service},
+run as the process C{stream} inside OCS's own reactor.
+"""
+
+import argparse
+import os
+
+import txaio
+from ocs import ocs_agent, site_config
+from twisted.internet import defer, task
+
+from tsagg import sostream, wire
+from tsagg.service import RecordingService, tcp_endpoint_description
+
+__all__ = ["TimestreamAggregator", "make_parser", "main", "str_to_bool"]
+
+_TRUE = frozenset(["true", "1", "yes", "on"])
+_FALSE = frozenset(["false", "0", "no", "off"])
+
+
+def str_to_bool(value):
+    """
+    Read a boolean the way people and site config files write it.
+
+    argparse's C{type=bool} takes any non-empty string, C{'False'} included,
+    for true; the original agent's C{--auto-start} had that bug.  The SCF
+    passes JSON C{true} and C{false} to the agent as the strings C{'True'}
+    and C{'False'}.
+
+    @param value: C{True}, C{'True'}, C{'true'}, C{'1'}, C{1}, C{'yes'},
+        C{'on'}; or C{False}, C{'False'}, C{'false'}, C{'0'}, C{0}, C{'no'},
+        C{'off'}.  Case and surrounding blanks do not matter.
+    @rtype: L{bool}
+    @raise argparse.ArgumentTypeError: Anything else.
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError("not a boolean: %r" % (value,))
+
+
+def _positive(kind):
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("not a number: %r" % (text,))
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be positive: %r" % (text,))
+        return value
+    convert.__name__ = "positive " + kind.__name__
+    return convert
+
+
+def _port(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a TCP port: %r" % (text,))
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError("not a TCP port: %r" % (text,))
+    return value
+
+
+def _stream_id(text):
+    if sostream.sanitize_stream_id(text) != text:
+        raise argparse.ArgumentTypeError(
+            "%r is not a plain directory name of letters, digits, '_', '-' "
+            "and '.', not starting with '.'" % (text,))
+    return text
+
+
+class TimestreamAggregator:
+    """
+    Record the G3 stream of one SMuRF streamer (a spt3g
+    ``G3NetworkSender``) into rotating ``.g3`` files.
+
+    The recording runs in the reactor of the agent: the Process is
+    registered with ``blocking=False`` and drives a
+    L{RecordingService}, so no worker thread is involved and a stop takes
+    effect at once.
+
+    @ivar agent: The C{ocs.ocs_agent.OCSAgent}.
+    @ivar service: The L{RecordingService} of the running session, or
+        L{None} when idle.
+    @ivar address: Where the sender is, as C{host:port}.
+    @ivar data_dir: The directory the files are written under.
+    """
+
+    def __init__(self, agent, make_service, address, data_dir, clock=None,
+                 status_interval=1.0):
+        """
+        @param agent: The C{OCSAgent} the process is registered with.
+        @param make_service: Called with no argument at each start of the
+            process; returns a new L{RecordingService}.
+        @param address: C{host:port} of the sender, for C{session.data}.
+        @param data_dir: The data directory, for C{session.data}.
+        @param clock: The C{IReactorTime} of the status updates; the global
+            reactor by default.
+        @param status_interval: Seconds between updates of C{session.data}.
+        """
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.agent = agent
+        self.address = address
+        self.data_dir = data_dir
+        self.service = None
+        self._make_service = make_service
+        self._clock = clock
+        self._status_interval = status_interval
+        # Fired to end the running session.
+        self._stop_requested = None
+        # Deferreds to fire once the running session has ended.
+        self._waiting = []
+        # A stop that came before the session's start function ran.
+        self._stopped_early = None
+
+    def start_aggregation(self, session, params):
+        """stream()
+
+        **Process** - Connect to the sender at ``--address``:``--port`` and
+        write every frame it sends into rotating files under ``--data-dir``,
+        by the SO stream rules, until stopped.  The connection is made again
+        with exponential backoff whenever it fails or drops.  Stopping closes
+        the current file at a frame boundary and ends the Process at once.
+
+        Notes:
+            The session data is the live status of the recording, updated
+            once a second, for example::
+
+                >>> response.session['data']
+                {'timestamp': 1764912461.0,
+                 'address': 'smurf-stream-sim:50000',
+                 'data_dir': '/data',
+                 'running': True,
+                 'endpoint': 'tcp:host=smurf-stream-sim:port=50000:timeout=10',
+                 'connected': True,
+                 'peer': '172.18.0.4:50000',
+                 'connections': 1,
+                 'reconnects': 0,
+                 'bytes_received': 1731234,
+                 'bad_frames': 0,
+                 'idle_timeouts': 0,
+                 'last_stream_error': None,
+                 'current_file': '/data/17649/crate1slot2/1764912345_000.g3',
+                 'last_file': None,
+                 'stream_id': 'crate1slot2',
+                 'session_id': 1764912345,
+                 'files_written': 1,
+                 'frames_written': 1034,
+                 'bytes_written': 1730000,
+                 'frames_received': 1041,
+                 'flow_control_frames': {'alive': 5, 'start': 1, 'end': 0,
+                                         'cleanse': 0},
+                 'frames_dropped_upstream': 0,
+                 'frames_held': 0,
+                 'frames_lost': 0,
+                 'write_errors': 0,
+                 'last_frame_time': 1764912460.2,
+                 'last_error': None}
+
+            ``connected`` tells whether the sender is connected now and
+            ``peer`` which address it has (or last had); ``reconnects``
+            counts connections after the first.  ``current_file`` is the
+            file being written (``None`` between acquisitions) and
+            ``last_file`` the one closed last.  ``frames_dropped_upstream``
+            counts frames missing from jumps of ``frame_num``;
+            ``bad_frames`` streams dropped for a corrupt frame.
+            ``last_frame_time`` is the unix time the last frame arrived.
+            ``last_error`` is the text of the latest write or stream error.
+        """
+        return self._run(session)
+
+    @defer.inlineCallbacks
+    def _run(self, session):
+        if self._stopped_early is session:
+            self._stopped_early = None
+            return False, "Stopped before recording began."
+        self._stop_requested = defer.Deferred()
+        service = self.service = self._make_service()
+        updates = task.LoopingCall(self._update_data, session, service)
+        updates.clock = self._clock
+        try:
+            service.startService()
+            updates.start(self._status_interval, now=True)
+            yield self._stop_requested
+        finally:
+            try:
+                yield service.stopService()
+            finally:
+                if updates.running:
+                    updates.stop()
+                self._update_data(session, service)
+                self.service = None
+                self._stop_requested = None
+                waiting, self._waiting = self._waiting, []
+                for d in waiting:
+                    d.callback(None)
+        status = service.status
+        return True, ("Recording stopped: %d files, %d frames, %d bytes."
+                      % (status["files_written"], status["frames_written"],
+                         status["bytes_written"]))
+
+    def stop_aggregation(self, session, params):
+        """
+        Stop the C{stream} Process: stop connecting, drop the connection and
+        close the current file at a frame boundary.
+
+        @return: A L{Deferred} that fires with C{(ok, message)} at once; the
+            Process itself ends as soon as the file is closed.
+        """
+        if self._stop_requested is None:
+            if session.status == "starting":
+                self._stopped_early = session
+                return defer.succeed((True, "Stop requested before start."))
+            return defer.succeed((False, "Not recording."))
+        if session.status == "running":
+            session.set_status("stopping")
+        if not self._stop_requested.called:
+            self._stop_requested.callback(None)
+        return defer.succeed((True, "Stopping the recording."))
+
+    def shutdown(self):
+        """
+        Close the current file before the reactor stops.
+
+        @return: A L{Deferred} that fires once no recording runs.
+        """
+        if self._stop_requested is None:
+            return defer.succeed(None)
+        ended = defer.Deferred()
+        self._waiting.append(ended)
+        if not self._stop_requested.called:
+            self._stop_requested.callback(None)
+        return ended
+
+    def _update_data(self, session, service):
+        data = {"timestamp": self._clock.seconds(),
+                "address": self.address,
+                "data_dir": self.data_dir}
+        data.update(service.status)
+        session.data = data
+
+
+def make_parser(parser=None):
+    """
+    The command line of the agent; its options are the "Agent Options"
+    group, which the SCF's C{arguments} list fills in.
+
+    @param parser: An C{argparse.ArgumentParser} to add the group to; a new
+        one by default.
+    """
+    if parser is None:
+        parser = argparse.ArgumentParser()
+    group = parser.add_argument_group("Agent Options")
+    group.add_argument(
+        "--auto-start", type=str_to_bool, nargs="?", const=True,
+        default=False, metavar="BOOL",
+        help="Start the stream Process (recording) as soon as the agent "
+             "starts: True/False, true/false or 1/0. Alone, it means True.")
+    group.add_argument(
+        "--time-per-file", type=_positive(float), default=600.0,
+        help="Seconds after which a file is closed and the acquisition goes "
+             "on in the next one.")
+    group.add_argument(
+        "--data-dir", default="/data/",
+        help="Directory the files are written under.")
+    group.add_argument(
+        "--port", type=_port, default=50000,
+        help="TCP port of the G3NetworkSender.")
+    group.add_argument(
+        "--address", default="localhost",
+        help="Host of the G3NetworkSender.")
+    group.add_argument(
+        "--stream-id", type=_stream_id, default="unknown",
+        help="Directory name for a stream whose frames carry no "
+             "sostream_id.")
+    group.add_argument(
+        "--gap-timeout", type=_positive(float), default=10.0,
+        help="Seconds without a frame after which the current file is "
+             "closed and the next data begins a new acquisition.")
+    group.add_argument(
+        "--idle-timeout", type=_positive(float), default=30.0,
+        help="Seconds without a byte from the sender after which the "
+             "connection is dropped and made again.")
+    group.add_argument(
+        "--max-frame-size", type=_positive(int),
+        default=wire.DEFAULT_MAX_FRAME_SIZE,
+        help="Largest frame accepted, in bytes; a larger one drops the "
+             "connection.")
+    group.add_argument(
+        "--no-fsync", action="store_true",
+        help="Do not fsync files when closing them.")
+    return parser
+
+
+def service_maker(args, reactor):
+    """
+    A function that makes the L{RecordingService} the parsed C{args}
+    describe, in C{reactor}.
+    """
+    endpoint = tcp_endpoint_description(args.address, args.port)
+
+    def make_service():
+        return RecordingService(
+            reactor, endpoint, args.data_dir,
+            time_per_file=args.time_per_file,
+            gap_timeout=args.gap_timeout,
+            idle_timeout=args.idle_timeout,
+            stream_id=args.stream_id,
+            max_frame_size=args.max_frame_size,
+            fsync=not args.no_fsync)
+    return make_service
+
+
+def main(args=None):
+    """
+    Run the agent: the entry point of the C{ocs.plugins} registry, which
+    C{ocs-agent-cli} calls.
+
+    @param args: The command line, C{sys.argv[1:]} by default; the SCF
+        instance's C{arguments} are added by C{site_config}.
+    """
+    txaio.start_logging(level=os.environ.get("LOGLEVEL", "info"))
+    args = site_config.parse_args(agent_class="TimestreamAggregator",
+                                  parser=make_parser(), args=args)
+    from twisted.internet import reactor
+    agent, runner = ocs_agent.init_site_agent(args)
+    aggregator = TimestreamAggregator(
+        agent, service_maker(args, reactor),
+        address="%s:%d" % (args.address, args.port),
+        data_dir=args.data_dir)
+    agent.register_process("stream", aggregator.start_aggregation,
+                           aggregator.stop_aggregation, blocking=False,
+                           startup=args.auto_start)
+    # OCS stops the process on SIGINT and SIGTERM; this also covers a
+    # reactor stopped any other way.
+    reactor.addSystemEventTrigger("before", "shutdown", aggregator.shutdown)
+    runner.run(agent, auto_reconnect=True)
+
+
+if __name__ == "__main__":
+    main()
