@@ -224,3 +224,7 @@ def main(argv=None):
         return sim.run().addBoth(done)
 
     task.react(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""
+The real thing: ``twistd -n tsagg`` and ``tsagg-sim`` as processes, stopped
+with a signal in the middle of a stream.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from twisted.trial import unittest
+
+from tsagg.frames import load_frame
+
+from tests.test_integration import free_port
+from tests.util import files_and_frames, recorded_files, types_in
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+def twistd_command():
+    script = os.path.join(os.path.dirname(sys.executable), "twistd")
+    if os.path.exists(script):
+        return [script]
+    return [sys.executable, "-c",
+            "import sys; from twisted.scripts.twistd import run; run()"]
+
+
+class TwistdTests(unittest.TestCase):
+
+    def spawn(self, argv, log):
+        out = open(log, "wb")
+        self.addCleanup(out.close)
+        proc = subprocess.Popen(argv, cwd=ROOT, env=_env(), stdout=out,
+                                stderr=subprocess.STDOUT)
+
+        def reap():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        self.addCleanup(reap)
+        return proc
+
+    def wait_for(self, predicate, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                self.fail("timed out waiting for %s" % what)
+            time.sleep(0.05)
+
+    def stop_mid_stream(self, sig):
+        port = free_port()
+        data = os.path.abspath(self.mktemp())
+        logs = os.path.abspath(self.mktemp())
+        os.makedirs(logs)
+        sim = self.spawn(
+            [sys.executable, "-m", "tsagg.simulator", "--port", str(port),
+             "--channels", "200", "--sample-rate", "2000",
+             "--frame-rate", "20", "--duration", "30", "--lead-in", "2"],
+            os.path.join(logs, "sim.log"))
+        tw_log = os.path.join(logs, "twistd.log")
+        tw = self.spawn(
+            twistd_command() + ["-n", "--pidfile=", "--logfile=-", "tsagg",
+                                "--address", "127.0.0.1", "--port",
+                                str(port), "--data-dir", data,
+                                "--time-per-file", "1"], tw_log)
+        self.wait_for(lambda: len(recorded_files(data)) >= 3, 30,
+                      "three files")
+        start = time.monotonic()
+        tw.send_signal(sig)
+        tw.wait(timeout=10)
+        elapsed = time.monotonic() - start
+        sim.kill()
+        with open(tw_log) as f:
+            log = f.read()
+        return data, log, elapsed
+
+    def check_files(self, data, log):
+        files = files_and_frames(data)
+        self.assertGreaterEqual(len(files), 3)
+        nums = []
+        for path, raws in files:
+            self.assertRegex(path, r"^\d{5}/crate1slot2/\d{10}_\d{3}\.g3$")
+            self.assertEqual(types_in(raws)[:2], "OW")
+            nums += [load_frame(r)["frame_num"] for r in raws
+                     if types_in([r]) == "S"]
+        # Every Scan frame once and in order, from the first of the session.
+        self.assertEqual(nums, list(range(2, 2 + len(nums))))
+        last = os.path.join(data, files[-1][0])
+        self.assertRegex(log, re.compile(r"Closed %s \((stop|disconnect)\)"
+                                         % re.escape(last)))
+        self.assertIn("Recording stopped", log)
+        self.assertIn("Server Shut Down", log)
+
+    def test_sigterm_mid_stream(self):
+        data, log, elapsed = self.stop_mid_stream(signal.SIGTERM)
+        # A guard against hanging; the benchmark measures the latency.
+        self.assertLess(elapsed, 5.0)
+        self.check_files(data, log)
+
+    def test_sigint_mid_stream(self):
+        data, log, elapsed = self.stop_mid_stream(signal.SIGINT)
+        self.assertLess(elapsed, 5.0)
+        self.check_files(data, log)
