@@ -1,0 +1,68 @@
+"""
+``python -m tsagg.demo``: stream a simulated SO session into ``twistd
+tsagg`` for a few seconds, stop it with SIGTERM, and show what was recorded.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from tsagg import report
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _twistd():
+    script = os.path.join(os.path.dirname(sys.executable), "twistd")
+    return [script] if os.path.exists(script) else [
+        sys.executable, "-c",
+        "import sys; from twisted.scripts.twistd import run; run()"]
+
+
+def main(data_dir="demo-data", seconds=10.0, time_per_file=3.0):
+    port = _free_port()
+    shutil.rmtree(data_dir, ignore_errors=True)
+    os.makedirs(data_dir)
+    log_path = os.path.join(data_dir, "twistd.log")
+    print("tsagg demo: a simulated SMuRF stream on port %d, recorded by "
+          "twistd tsagg into %s/ (files of %g s)" % (port, data_dir,
+                                                     time_per_file))
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "tsagg.simulator", "--port", str(port),
+         "--channels", "256", "--frame-rate", "10", "--duration",
+         str(seconds), "--lead-in", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(log_path, "wb") as log:
+        tw = subprocess.Popen(
+            _twistd() + ["-n", "--pidfile=", "--logfile=-", "tsagg",
+                         "--address", "127.0.0.1", "--port", str(port),
+                         "--data-dir", data_dir, "--time-per-file",
+                         str(time_per_file)],
+            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            sim.wait(timeout=seconds + 30)
+            time.sleep(0.5)
+        finally:
+            start = time.monotonic()
+            tw.send_signal(signal.SIGTERM)
+            tw.wait(timeout=30)
+            stopped = time.monotonic() - start
+            if sim.poll() is None:
+                sim.kill()
+                sim.wait()
+    print("twistd stopped %.2f s after SIGTERM (exit status %s); its log is "
+          "%s" % (stopped, tw.returncode, log_path))
+    print()
+    return report.main([data_dir])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
