@@ -1,11 +1,17 @@
 # The two commands of the README: `make demo` and `make test`.  Each one
-# builds its own virtual environment from PyPI first.
+# builds its own virtual environment from PyPI first.  `make docs` builds
+# the Sphinx docs, warnings being errors.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TRIAL_ARGS ?= tests
+# The OCS integration tests need a crossbar router.  It lives in a venv of
+# its own, so that its many pins never meet tsagg's; the tests only run its
+# executable.
+CROSSBAR_VENV ?= .venv-crossbar
+CROSSBAR := $(CROSSBAR_VENV)/bin/crossbar
 
-.PHONY: install demo test docs bench clean
+.PHONY: install crossbar demo test docs bench clean
 
 install: $(VENV)/.installed
 
@@ -17,11 +23,25 @@ $(VENV)/.installed: setup.py tsagg/*.py twisted/plugins/*.py
 	$(PY) -c "from twisted.plugin import getPlugins; from twisted.application.service import IServiceMaker; assert 'tsagg' in [p.tapname for p in getPlugins(IServiceMaker)]"
 	touch $@
 
+crossbar: $(CROSSBAR_VENV)/.installed
+
+$(CROSSBAR_VENV)/.installed:
+	test -x $(CROSSBAR_VENV)/bin/python || $(PYTHON) -m venv $(CROSSBAR_VENV)
+	$(CROSSBAR_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CROSSBAR_VENV)/bin/python -m pip install --quiet crossbar
+	$(CROSSBAR) version > /dev/null
+	touch $@
+
 demo: install
 	$(PY) -m tsagg.demo
 
-test: install
-	$(PY) -m twisted.trial $(TRIAL_ARGS)
+test: install crossbar
+	TSAGG_CROSSBAR=$(abspath $(CROSSBAR)) TSAGG_REQUIRE_CROSSBAR=1 \
+		$(PY) -m twisted.trial $(TRIAL_ARGS)
+
+docs: install
+	$(PY) -m pip install --quiet -r docs/requirements.txt
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) build *.egg-info _trial_temp demo-data
+	rm -rf $(VENV) $(CROSSBAR_VENV) docs/_build build *.egg-info _trial_temp demo-data
