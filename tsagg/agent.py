@@ -136,7 +136,7 @@ class TimestreamAggregator:
                 >>> response.session['data']
                 {'timestamp': 1764912461.0,
                  'address': 'smurf-stream-sim:50000',
-                 'data_dir': '/data',
+                 'data_dir': '/data/',
                  'running': True,
                  'endpoint': 'tcp:host=smurf-stream-sim:port=50000:timeout=10',
                  'connected': True,
