@@ -435,3 +435,27 @@ class RestartTests(ProcessTestCase):
              for n in range(3)])
         self.assertEqual([raws[-1] for _, raws in files], sent)
         self.assertEqual(len(self.services), 3)
+
+
+class DockerfileTests(unittest.TestCase):
+    """
+    No Docker engine runs here, so the image is checked for what the docs
+    promise and for the install step that CI proves.
+    """
+
+    def instructions(self):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(root, "Dockerfile")) as f:
+            text = f.read().replace("\\\n", " ")
+        return [line.strip() for line in text.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+
+    def test_image_runs_the_agent_through_ocs_agent_cli(self):
+        lines = self.instructions()
+        self.assertEqual(lines[-1],
+                         'ENTRYPOINT ["dumb-init", "ocs-agent-cli"]')
+        env = " ".join(line for line in lines if line.startswith("ENV "))
+        self.assertIn("OCS_CONFIG_DIR=/config", env)
+        self.assertTrue(any(line.startswith("RUN pip install --no-cache-dir . ")
+                            for line in lines), lines)
+        self.assertTrue(any("chown ocs:ocs /data" in line for line in lines))
