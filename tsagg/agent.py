@@ -78,10 +78,10 @@ def _stream_id(text):
 class TimestreamAggregator:
     """
     Record the G3 stream of one SMuRF streamer (a spt3g
-    ``G3NetworkSender``) into rotating ``.g3`` files.
+    C{G3NetworkSender}) into rotating C{.g3} files.
 
     The recording runs in the reactor of the agent: the Process is
-    registered with ``blocking=False`` and drives a
+    registered with C{blocking=False} and drives a
     L{RecordingService}, so no worker thread is involved and a stop takes
     effect at once.
 
