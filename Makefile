@@ -43,5 +43,13 @@ docs: install
 	$(PY) -m pip install --quiet -r docs/requirements.txt
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
+# The benchmark against spt3g's C++ G3Reader -> G3Writer (bench/run.py):
+# prints every target as PASS/MISS, writes bench/results/ and the docs page.
+# `make bench BENCH_ARGS=--quick` for a short run.
+BENCH_ARGS ?=
+bench: install
+	$(PY) -m pip install --quiet matplotlib py-spy crc32c
+	$(PY) bench/run.py --docs docs/performance.rst $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) $(CROSSBAR_VENV) docs/_build build *.egg-info _trial_temp demo-data

@@ -1,0 +1,443 @@
+"""
+Turn the benchmark's results into targets (PASS/MISS), a Markdown report, a
+PNG plot and the docs page.
+"""
+
+import collections
+import re
+
+MB = 1e6
+MIB = 1 << 20
+
+
+def _f(value, fmt="%.1f", none="n/a"):
+    return none if value is None else fmt % value
+
+
+# -- py-spy -------------------------------------------------------------------
+
+_LINE = re.compile(r":\d+\)$")
+
+
+def summarize_pyspy(path, top=12):
+    """
+    Self and inclusive time per function from py-spy's raw (collapsed
+    stacks) output.  Lines are merged into their function.
+    """
+    self_t = collections.Counter()
+    incl = collections.Counter()
+    total = 0
+    with open(path) as f:
+        for line in f:
+            stack, _, n = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            n = int(n)
+            total += n
+            frames = [_LINE.sub(")", fr) for fr in stack.split(";")]
+            self_t[frames[-1]] += n
+            for fr in set(frames):
+                incl[fr] += n
+    if not total:
+        return {"samples": 0, "self": [], "inclusive": []}
+
+    def rows(counter, keep=lambda name: True):
+        return [{"frame": name, "pct": 100.0 * n / total}
+                for name, n in counter.most_common() if keep(name)][:top]
+    return {"samples": total, "self": rows(self_t),
+            "inclusive": rows(incl, lambda name: "tsagg/" in name)}
+
+
+# -- targets ---------------------------------------------------------------------
+
+def _status(ok):
+    if ok is None:
+        return "n/a"
+    return "PASS" if ok else "MISS"
+
+
+def targets(results):
+    out = []
+
+    def add(measure, target, value, ok):
+        out.append({"measure": measure, "target": target, "value": value,
+                    "status": _status(ok)})
+
+    summary = results.get("throughput", {}).get("summary", {})
+    for case in ("1.6MB", "13MB"):
+        s = summary.get(case)
+        if s:
+            r = s["ratio_MBps"]
+            add("throughput tsagg / C++, %s frames" % case, ">= 1.0",
+                _f(r, "%.2f"), None if r is None else r >= 1.0)
+    for case in ("1.6MB", "13MB", "small"):
+        s = summary.get(case)
+        if s:
+            r = s["ratio_cpu"]
+            add("CPU s/GB tsagg / C++, %s frames" % case, "<= 1.0",
+                _f(r, "%.2f"), None if r is None else r <= 1.0)
+    s = summary.get("small")
+    if s:
+        r = s["ratio_fps"]
+        add("frames/s tsagg / C++, ~10 kB frames", ">= 0.8", _f(r, "%.2f"),
+            None if r is None else r >= 0.8)
+    for r in results.get("lag", []):
+        p99 = r["lag"]["p99_ms"]
+        add("reactor lag p99 at full ingest, %s frames, fsync %s"
+            % (r["case"], "on" if r["fsync"] else "off"), "<= 20 ms",
+            _f(p99, "%.1f ms"), None if p99 is None else p99 <= 20.0)
+    st = results.get("streams")
+    if st:
+        p99 = st["lag"]["p99_ms"]
+        add("32 SO-rate streams: frames lost", "0", "%d" % st["frames_lost"],
+            st["frames_lost"] == 0)
+        add("32 SO-rate streams: reactor lag p99", "<= 20 ms",
+            _f(p99, "%.1f ms"), None if p99 is None else p99 <= 20.0)
+    stop = results.get("stop")
+    if stop:
+        worst = max(stop, key=lambda s: s["latency_s"])
+        add("stop latency, worst state (%s)" % worst["state"], "<= 1 s",
+            "%.3f s" % worst["latency_s"], worst["latency_s"] <= 1.0)
+    rss = results.get("rss")
+    if rss:
+        limit = 256 * MIB + 3 * rss["largest_frame"]
+        hwm = rss["slow"]["vmhwm_kb"] * 1024
+        add("peak RSS, slow disk (13 MB frames)",
+            "<= %.0f MiB" % (limit / MIB), "%.0f MiB" % (hwm / MIB),
+            hwm <= limit)
+        if rss.get("fast"):
+            hwm = rss["fast"]["vmhwm_kb"] * 1024
+            add("peak RSS, fast disk (13 MB frames)",
+                "<= %.0f MiB" % (limit / MIB), "%.0f MiB" % (hwm / MIB),
+                hwm <= limit)
+    return out
+
+
+# -- Markdown --------------------------------------------------------------------
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |",
+             "| " + " | ".join("---" for _ in header) + " |"]
+    for row in rows:
+        lines.append("| " + " | ".join(str(c) for c in row) + " |")
+    return "\n".join(lines)
+
+
+def throughput_rows(results):
+    rows = []
+    summary = results.get("throughput", {}).get("summary", {})
+    for case, s in summary.items():
+        t, c = s["tsagg"], s["cpp"]
+        rows.append([
+            "%s (%s B)" % (case, t["frame_bytes"]),
+            _f(t["MBps"], "%.0f"), _f(c["MBps"], "%.0f"),
+            _f(s["ratio_MBps"], "**%.2f**"),
+            _f(t["fps"], "%.0f"), _f(c["fps"], "%.0f"),
+            _f(s["ratio_fps"], "%.2f"),
+            _f(t["cpu_s_per_GB"], "%.2f"), _f(c["cpu_s_per_GB"], "%.2f"),
+            _f(s["ratio_cpu"], "**%.2f**"),
+            _f(t["faults_per_MB"], "%.0f"), _f(c["faults_per_MB"], "%.0f"),
+            "%.0f / %.0f" % (t["vmhwm_kb"] / 1024, c["vmhwm_kb"] / 1024),
+        ])
+    return rows
+
+
+THROUGHPUT_HEADER = ["frames", "tsagg MB/s", "C++ MB/s", "ratio",
+                     "tsagg frames/s", "C++ frames/s", "ratio",
+                     "tsagg CPU s/GB", "C++ CPU s/GB", "ratio",
+                     "tsagg faults/MB", "C++ faults/MB",
+                     "VmHWM MiB tsagg / C++"]
+
+
+def markdown(results):
+    m = results["meta"]
+    out = ["# tsagg vs spt3g's C++ G3Reader -> G3Writer", "",
+           "%s, commit %s%s, %s mode (%d throughput runs per receiver), "
+           "Python %s, spt3g %s, Twisted %s, %d CPUs, load average at start "
+           "%.2f. Command: `%s`. Whole run: %.0f s." % (
+               m["date"], m["commit"],
+               " (tsagg/ modified)" if m.get("tsagg_dirty") else "",
+               "quick" if m["quick"] else "full", m["runs"], m["python"],
+               m["spt3g"], m["twisted"], m["cpus"], m["loadavg_start"][0],
+               m["command"], m.get("seconds", 0)), ""]
+
+    out += ["## Targets", "",
+            _table(["measure", "target", "measured", ""],
+                   [[t["measure"], t["target"], t["value"], t["status"]]
+                    for t in results["targets"]]), ""]
+
+    if "throughput" in results:
+        out += ["## Throughput: loopback sender -> receiver -> local disk", "",
+                "Medians of alternating runs (A = `twistd -n tsagg "
+                "--no-fsync`, B = `G3Reader('tcp://') -> G3Writer`); time "
+                "from the sender's first byte to the last byte on disk; CPU "
+                "= user+sys of the receiving process over the same span. "
+                "G3Writer never fsyncs, so tsagg runs with --no-fsync here.",
+                "", _table(THROUGHPUT_HEADER, throughput_rows(results)), ""]
+    peer = results.get("real_peer")
+    if peer:
+        rows = [[r["receiver"], r.get("run"),
+                 _f(r.get("MBps"), "%.0f"), _f(r.get("cpu_s_per_GB"), "%.2f"),
+                 r.get("error", "ok")] for r in peer]
+        out += ["### The real peer: spt3g's G3NetworkSender, 1.6 MB frames",
+                "", _table(["receiver", "run", "MB/s", "CPU s/GB", ""],
+                           rows), ""]
+    lag = results.get("lag")
+    if lag:
+        rows = [[r["case"], "on" if r["fsync"] else "off",
+                 _f(r["MBps"], "%.0f"), _f(r["cpu_s_per_GB"], "%.2f"),
+                 _f(r["lag"]["p50_ms"]), _f(r["lag"]["p99_ms"]),
+                 _f(r["lag"]["max_ms"]), r["lag"]["n"],
+                 "%.0f" % (r["vmhwm_kb"] / 1024)] for r in lag]
+        out += ["## Reactor lag at full ingest", "",
+                "RecordingService in the bench process, a 10 Hz LoopingCall "
+                "in the same reactor; files rotate every second (closed "
+                "files are removed by another process).", "",
+                _table(["frames", "fsync", "MB/s", "CPU s/GB", "lag p50 ms",
+                        "p99 ms", "max ms", "samples", "VmHWM MiB"], rows),
+                ""]
+    st = results.get("streams")
+    if st:
+        out += ["## 32 SO-rate streams in one process", "",
+                "32 RecordingServices (fsync on, %g s files) fed by 32 spt3g "
+                "G3NetworkSenders, each 1000 channels x 200 samples int32 "
+                "once a second, for %d s." % (st["time_per_file"],
+                                              st["frames_per_stream"]), "",
+                _table(["frames expected", "written", "lost",
+                        "dropped upstream", "files", "CPU share of one core",
+                        "lag p50 ms", "p99 ms", "max ms", "VmHWM MiB"],
+                       [[st["frames_expected"], st["frames_written"],
+                         st["frames_lost"], st["frames_dropped_upstream"],
+                         st["files"], "%.1f%%" % (100 * st["cpu_share"]),
+                         _f(st["lag"]["p50_ms"]), _f(st["lag"]["p99_ms"]),
+                         _f(st["lag"]["max_ms"]),
+                         "%.0f" % (st["vmhwm_kb"] / 1024)]]), ""]
+    stop = results.get("stop")
+    if stop:
+        out += ["## Stop latency", "",
+                "From the moment the stop was due (a timer, so a busy "
+                "reactor's delay counts) to stopService()'s Deferred "
+                "firing, file closed.", "",
+                _table(["state", "latency ms"],
+                       [[s["state"], "%.1f" % (1e3 * s["latency_s"])]
+                        for s in stop]), ""]
+    rss = results.get("rss")
+    if rss:
+        rows = []
+        if rss.get("fast"):
+            f = rss["fast"]
+            rows.append(["fast (local disk)", _f(f["MBps"], "%.0f"),
+                         "%.0f" % (f["vmhwm_kb"] / 1024),
+                         _f(f["lag"]["p99_ms"])])
+        s = rss["slow"]
+        rows.append(["slow (20 MB/s)", _f(s["MBps"], "%.0f"),
+                     "%.0f" % (s["vmhwm_kb"] / 1024), _f(s["lag"]["p99_ms"])])
+        out += ["## Peak memory, 13 MB frames", "",
+                "VmHWM of the recording process; the slow disk is a pipe "
+                "drained into the file at 20 MB/s (RotatingWriter's opener).",
+                "", _table(["disk", "MB/s", "VmHWM MiB", "lag p99 ms"], rows),
+                ""]
+    exps = results.get("experiments")
+    if exps:
+        rows = [[r["case"], ", ".join(r["exp"]) or "(tsagg as is)",
+                 _f(r["MBps"], "%.0f"), "%.0f" % (r["frames"] / r["seconds"]),
+                 _f(r["cpu_s_per_GB"], "%.2f"), _f(r["faults_per_MB"], "%.0f"),
+                 _f(r["lag"]["p99_ms"])] for r in exps]
+        out += ["## Experiments: what the recommended fixes would gain", "",
+                "In-process ingest at full speed with bench-only variations "
+                "(no change to tsagg/): `mallopt` = glibc keeps freed memory "
+                "(M_TRIM_THRESHOLD 1 GiB, M_MMAP_THRESHOLD 32 MiB); "
+                "`bufsize` = read 1 MiB per recv() instead of Twisted's "
+                "64 KiB; `noload` = spt3g deserializes each distinct frame "
+                "once (upper bound of decoding only the small SO keys); "
+                "`crc` = still CRC-32C every frame (crc32c package).", "",
+                _table(["frames", "variation", "MB/s", "frames/s", "CPU s/GB",
+                        "faults/MB", "lag p99 ms"], rows), ""]
+    prof = results.get("profile")
+    if prof:
+        for case, p in prof.items():
+            out += ["## py-spy: twistd tsagg receiving %s frames (%d samples)"
+                    % (case, p["samples"]), "",
+                    _table(["self %", "function"],
+                           [["%.1f" % r["pct"], "`%s`" % r["frame"]]
+                            for r in p["self"][:10]]), "",
+                    _table(["inclusive %", "tsagg function"],
+                           [["%.1f" % r["pct"], "`%s`" % r["frame"]]
+                            for r in p["inclusive"][:10]]), ""]
+    return "\n".join(out)
+
+
+# -- reStructuredText (docs/performance.rst) ----------------------------------
+
+def _rst_table(header, rows):
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    sep = "  ".join("=" * w for w in widths)
+    lines = [sep, "  ".join(str(h).ljust(w) for h, w in zip(header, widths)),
+             sep]
+    for row in rows:
+        lines.append("  ".join(str(c).replace("**", "").replace("`", "")
+                               .ljust(w) for c, w in zip(row, widths)))
+    lines.append(sep)
+    return "\n".join(lines)
+
+
+def rst(results):
+    m = results["meta"]
+    title = "Performance"
+    out = [":orphan:", "",
+           ".. The numbers below are written by bench/run.py --docs; "
+           "edit the generator, not the numbers.", "",
+           title, "=" * len(title), "",
+           "tsagg is measured against what the original OCS agent used: "
+           "spt3g's C++ ``G3Reader('tcp://host:port')`` feeding a "
+           "``G3Writer``.  One sender serves identical pre-serialized frames "
+           "over loopback to each receiver in turn (A B A B ...); the time "
+           "runs from the sender's first byte to the last byte on disk, and "
+           "CPU is user+sys of the receiving process.", "",
+           "Run it with::", "",
+           "    make bench                      # full, about 6 minutes",
+           "    make bench BENCH_ARGS=--quick   # about 2-3 minutes", "",
+           "It prints every target as PASS or MISS and writes "
+           "``bench/results/results.md``, ``results.json`` and "
+           "``bench.png``.  The numbers below: %s, commit %s, %s mode, "
+           "%d CPUs (load average %.2f at start), Python %s, spt3g %s, "
+           "Twisted %s." % (m["date"], m["commit"],
+                            "quick" if m["quick"] else "full", m["cpus"],
+                            m["loadavg_start"][0], m["python"], m["spt3g"],
+                            m["twisted"]), ""]
+    out += ["Targets", "-------", "",
+            _rst_table(["measure", "target", "measured", "status"],
+                       [[t["measure"], t["target"], t["value"], t["status"]]
+                        for t in results["targets"]]), ""]
+    if "throughput" in results:
+        hdr = ["frames", "tsagg MB/s", "C++ MB/s", "ratio", "tsagg fr/s",
+               "C++ fr/s", "ratio", "tsagg CPU s/GB", "C++ CPU s/GB",
+               "ratio"]
+        rows = [r[:10] for r in throughput_rows(results)]
+        out += ["Throughput", "----------", "",
+                "Medians of %d alternating runs per receiver; tsagg runs "
+                "as ``twistd -n tsagg --no-fsync`` (G3Writer never fsyncs)."
+                % m["runs"], "", _rst_table(hdr, rows), ""]
+    lag = results.get("lag")
+    if lag:
+        out += ["Reactor lag at full ingest", "--------------------------",
+                "", "A 10 Hz ``LoopingCall`` in the reactor that records, "
+                "files rotating every second.", "",
+                _rst_table(["frames", "fsync", "MB/s", "p50 ms", "p99 ms",
+                            "max ms"],
+                           [[r["case"], "on" if r["fsync"] else "off",
+                             _f(r["MBps"], "%.0f"), _f(r["lag"]["p50_ms"]),
+                             _f(r["lag"]["p99_ms"]), _f(r["lag"]["max_ms"])]
+                            for r in lag]), ""]
+    st = results.get("streams")
+    if st:
+        out += ["32 SO-rate streams", "------------------", "",
+                "One process, 32 services, 32 spt3g ``G3NetworkSender`` peers "
+                "(1000 channels x 200 Hz int32, a frame a second, fsync on): "
+                "%d of %d frames written, %d lost, %.1f%% of one core, "
+                "reactor lag p99 %s ms." % (
+                    st["frames_written"], st["frames_expected"],
+                    st["frames_lost"], 100 * st["cpu_share"],
+                    _f(st["lag"]["p99_ms"])), ""]
+    stop = results.get("stop")
+    if stop:
+        out += ["Stop latency", "------------", "",
+                _rst_table(["state", "ms"],
+                           [[s["state"], "%.1f" % (1e3 * s["latency_s"])]
+                            for s in stop]), ""]
+    rss = results.get("rss")
+    if rss:
+        out += ["Peak memory", "-----------", "",
+                "VmHWM with 13 MB frames: %s MiB on the local disk, %.0f MiB "
+                "on a 20 MB/s disk." % (
+                    "%.0f" % (rss["fast"]["vmhwm_kb"] / 1024)
+                    if rss.get("fast") else "n/a",
+                    rss["slow"]["vmhwm_kb"] / 1024), ""]
+    out += [".. image:: ../bench/results/bench.png", "   :width: 100%", ""]
+    return "\n".join(out)
+
+
+# -- plot ------------------------------------------------------------------------
+
+def plot(results, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    colors = {"tsagg": "tab:blue", "cpp": "tab:orange"}
+
+    ax = axes[0][0]
+    tp = results.get("throughput")
+    if tp:
+        cases = list(tp["summary"])
+        for j, kind in enumerate(("tsagg", "cpp")):
+            xs = [i + (j - 0.5) * 0.38 for i in range(len(cases))]
+            ax.bar(xs, [tp["summary"][c][kind]["MBps"] for c in cases],
+                   0.38, color=colors[kind],
+                   label="twistd tsagg" if kind == "tsagg"
+                   else "G3Reader -> G3Writer")
+            for i, c in enumerate(cases):
+                pts = [r["MBps"] for r in tp["runs"]
+                       if r["case"] == c and r["receiver"] == kind]
+                ax.plot([xs[i]] * len(pts), pts, "k.", ms=4)
+        ax.set_xticks(range(len(cases)))
+        ax.set_xticklabels(cases)
+        ax.set_ylabel("MB/s to disk (median, dots = runs)")
+        ax.set_title("Throughput")
+        ax.legend(fontsize=8)
+
+        ax = axes[0][1]
+        for j, kind in enumerate(("tsagg", "cpp")):
+            xs = [i + (j - 0.5) * 0.38 for i in range(len(cases))]
+            ax.bar(xs, [tp["summary"][c][kind]["cpu_s_per_GB"]
+                        for c in cases], 0.38, color=colors[kind])
+        ax.set_xticks(range(len(cases)))
+        ax.set_xticklabels(cases)
+        ax.set_ylabel("receiver CPU s per GB")
+        ax.set_title("CPU cost")
+
+    ax = axes[1][0]
+    rows = [("%s%s" % (r["case"], " fsync" if r["fsync"] else ""), r["lag"])
+            for r in results.get("lag", [])]
+    if results.get("streams"):
+        rows.append(("32 streams", results["streams"]["lag"]))
+    if results.get("rss"):
+        rows.append(("13MB slow disk", results["rss"]["slow"]["lag"]))
+    if rows:
+        xs = range(len(rows))
+        for k, (key, off) in enumerate((("p50_ms", -0.27), ("p99_ms", 0),
+                                        ("max_ms", 0.27))):
+            ax.bar([x + off for x in xs],
+                   [max(r[1][key] or 0, 0.01) for r in rows], 0.27,
+                   label=key.replace("_ms", ""))
+        ax.axhline(20, color="red", lw=1, ls="--", label="target p99")
+        ax.set_yscale("log")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([r[0] for r in rows], rotation=25, ha="right",
+                           fontsize=8)
+        ax.set_ylabel("LoopingCall lateness, ms")
+        ax.set_title("Reactor lag while ingesting")
+        ax.legend(fontsize=8)
+
+    ax = axes[1][1]
+    stop = results.get("stop", [])
+    if stop:
+        ax.barh(range(len(stop)), [1e3 * s["latency_s"] for s in stop],
+                color="tab:green")
+        ax.axvline(1000, color="red", lw=1, ls="--", label="target")
+        ax.set_xscale("log")
+        ax.set_yticks(range(len(stop)))
+        ax.set_yticklabels([s["state"][:48] for s in stop], fontsize=7)
+        ax.set_xlabel("ms")
+        ax.set_title("Stop latency")
+        ax.legend(fontsize=8)
+    m = results["meta"]
+    fig.suptitle("tsagg vs spt3g C++ pipeline (%s, commit %s, %s)" % (
+        m["date"], m["commit"], "quick" if m["quick"] else "full"))
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
