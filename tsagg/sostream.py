@@ -6,14 +6,23 @@ Pure functions over one frame at a time (no I/O, no clock).  Values that come
 from the network are distrusted: a key of the wrong G3 type, or one whose blob
 does not decode, counts as absent, and the stream id is reduced to one safe
 path component.
+
+The rules read only four keys, of two simple types, and L{FrameFields}
+decodes them from the frame's bytes itself.  spt3g's own decoder trusts the
+lengths inside a blob: a 60-byte blob (with a valid CRC) that declares a
+type name of 1 GiB makes it allocate 1 GiB before it fails, and a larger one
+can exhaust the memory of the machine.
 """
 
 import re
+import struct
+
+from tsagg import wire
 
 __all__ = [
     "ALIVE", "START", "END", "CLEANSE", "FLOW_CONTROL_NAMES",
-    "DATA_TYPES", "flow_control", "stream_id", "session_id",
-    "frame_num", "sanitize_stream_id", "FrameNumTracker",
+    "DATA_TYPES", "FrameFields", "decode_blob", "flow_control", "stream_id",
+    "session_id", "frame_num", "sanitize_stream_id", "FrameNumTracker",
 ]
 
 ALIVE, START, END, CLEANSE = 0, 1, 2, 3
@@ -31,6 +40,83 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 # A session id is the ctime at which the streaming session started.  Anything
 # outside (0, 10**10) is not one; it also keeps the basename to ten digits.
 _MAX_SESSION_ID = 10 ** 10
+
+
+#: The keys the rules read.
+SO_KEYS = frozenset([b"sostream_flowcontrol", b"sostream_id", b"session_id",
+                     b"frame_num"])
+
+# A blob of a G3 object is cereal's portable binary archive of a polymorphic
+# pointer: u8 endianness flag (1), u32 polymorphic type id (0x80000001: a
+# new type, named next), u64 name length, the name, u32 pointer id, u32
+# class version, u32 version of the G3FrameObject base, then the value.
+_BLOB_HEAD = struct.Struct("<BIQ")
+_BLOB_VERSIONS = struct.Struct("<III")
+_I64 = struct.Struct("<q")
+_U64 = struct.Struct("<Q")
+_NEW_TYPE = 0x80000001
+_MAX_TYPE_NAME = 64
+
+
+def decode_blob(blob):
+    """
+    The value of a G3Int or G3String blob, decoded without spt3g.
+
+    Every length is checked against the blob before it is used, and the
+    value must fill the blob exactly.
+
+    @param blob: The serialized G3 object.
+    @return: An L{int} or a L{str}.
+    @raise ValueError: The blob is not a well-formed G3Int or G3String.
+    """
+    blob = bytes(blob)
+    end = len(blob)
+    if end < _BLOB_HEAD.size:
+        raise ValueError("blob too short")
+    flag, type_id, name_len = _BLOB_HEAD.unpack_from(blob, 0)
+    if flag != 1 or type_id != _NEW_TYPE or name_len > _MAX_TYPE_NAME:
+        raise ValueError("not a G3 object")
+    pos = _BLOB_HEAD.size
+    name = blob[pos:pos + name_len]
+    pos += name_len + _BLOB_VERSIONS.size
+    if pos > end:
+        raise ValueError("blob too short")
+    if name == b"G3Int":
+        if end - pos != _I64.size:
+            raise ValueError("G3Int of the wrong size")
+        return _I64.unpack_from(blob, pos)[0]
+    if name == b"G3String":
+        if end - pos < _U64.size:
+            raise ValueError("blob too short")
+        (length,) = _U64.unpack_from(blob, pos)
+        pos += _U64.size
+        if length != end - pos:
+            raise ValueError("G3String length does not match its blob")
+        return blob[pos:].decode("utf-8")
+    raise ValueError("not a G3Int or G3String")
+
+
+class FrameFields:
+    """
+    The keys of L{SO_KEYS} of one serialized frame, decoded by
+    L{decode_blob}: a mapping with C{in} and C{[]}, which the rules below
+    take in place of a C{G3Frame}.
+    """
+
+    def __init__(self, raw):
+        """
+        @param raw: The bytes of one whole frame.
+        @raise wire.FrameError: C{raw} is not one frame.
+        """
+        self._blobs = {key.decode("ascii"): blob
+                       for key, blob in wire.frame_entries(raw)
+                       if key in SO_KEYS}
+
+    def __contains__(self, key):
+        return key in self._blobs
+
+    def __getitem__(self, key):
+        return decode_blob(self._blobs[key])
 
 
 def _get(frame, key):

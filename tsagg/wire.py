@@ -19,7 +19,7 @@ Layout of one frame, all integers little-endian::
 import struct
 
 __all__ = [
-    "FrameSplitter", "FrameError", "BadEndianness", "BadClassVersion",
+    "FrameSplitter", "frame_entries", "FrameError", "BadEndianness", "BadClassVersion",
     "BadFrameType", "TooManyEntries", "KeyTooLong", "FrameTooLarge",
     "FRAME_TYPE_CODES", "DEFAULT_MAX_FRAME_SIZE", "DEFAULT_MAX_ENTRIES",
     "DEFAULT_MAX_KEY_LENGTH",
@@ -298,3 +298,41 @@ class FrameSplitter:
         self._state = state
         self._need = need
         self._field = bytearray()
+
+
+def frame_entries(raw):
+    """
+    The entries of one whole serialized frame, without decoding any blob.
+
+    @param raw: The bytes of exactly one frame.
+    @return: C{(key, blob)} pairs in stream order, the key as L{bytes} and
+        the blob as a L{memoryview} of C{raw}.
+    @raise FrameError: C{raw} is not exactly one frame.
+    """
+    view = memoryview(raw)
+    end = len(view)
+    if end < _HEADER_SIZE + _CRC_SIZE:
+        raise FrameError("%d bytes are too few for a frame" % (end,))
+    entries = _HEADER.unpack_from(view, 0)[2]
+    pos = _HEADER_SIZE
+    found = []
+    for _ in range(entries):
+        if pos + 8 > end:
+            raise FrameError("frame ends inside an entry")
+        (klen,) = _U64.unpack_from(view, pos)
+        pos += 8
+        if klen > end - pos:
+            raise FrameError("key runs past the end of the frame")
+        key = view[pos:pos + klen].tobytes()
+        pos += klen
+        if pos + 8 > end:
+            raise FrameError("frame ends inside an entry")
+        (blen,) = _U64.unpack_from(view, pos)
+        pos += 8
+        if blen > end - pos:
+            raise FrameError("blob runs past the end of the frame")
+        found.append((key, view[pos:pos + blen]))
+        pos += blen
+    if pos + _CRC_SIZE != end:
+        raise FrameError("frame does not end after its CRC")
+    return found

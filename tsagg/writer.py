@@ -266,22 +266,25 @@ class RotatingWriter:
         @raise OSError: Writing it failed; nothing of it is on disk.
         """
         code = frame_type_code(frame)
-        fc = sostream.flow_control(frame)
+        # The rules read their keys from the raw bytes: spt3g's decoder of a
+        # blob allocates whatever length a hostile blob declares.
+        fields = sostream.FrameFields(raw)
+        fc = sostream.flow_control(fields)
         if fc is not None:
-            self._frame_nums.see(sostream.frame_num(frame))
+            self._frame_nums.see(sostream.frame_num(fields))
             self._flow_control(fc)
             return
-        sid = sostream.stream_id(frame, code)
+        sid = sostream.stream_id(fields, code)
         if sid is not None and self._stream_id is None:
             self._stream_id = sid
-        session = sostream.session_id(frame)
+        session = sostream.session_id(fields)
         if (self._acq is not None and session is not None
                 and self._acq.session_id is not None
                 and session != self._acq.session_id):
             # A new session without a START: a new acquisition all the same.
             self._end_acquisition("new session %d" % (session,))
             self._frame_nums.reset()
-        self._frame_nums.see(sostream.frame_num(frame))
+        self._frame_nums.see(sostream.frame_num(fields))
         try:
             self._write(raw, code, session)
         except OSError as e:
