@@ -6,6 +6,7 @@ and a capture of the log.
 """
 
 import os
+import struct
 import subprocess
 import sys
 
@@ -21,7 +22,8 @@ from tests import faultlog
 from tests.test_service import fast_retry
 
 __all__ = ["ROOT", "Sandbox", "check_data_dir", "scans", "spawn_sender",
-           "make_service", "LogCapture", "frame_ends"]
+           "make_service", "LogCapture", "frame_ends", "crc32c", "reframe",
+           "g3_blob"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(ROOT, "tests", "faultpeer.py")
@@ -169,3 +171,56 @@ class LogCapture:
 
     def matching(self, text):
         return [e for e in self.events if text in e]
+
+
+def _crc_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc32c(data, crc=0):
+    """
+    The CRC of a G3 frame as spt3g computes it: CRC-32C with no initial or
+    final inversion, over every key and blob in order.
+    """
+    table = _CRC_TABLE
+    for byte in bytes(data):
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc
+
+
+def reframe(raw, replace=None, drop=(), add=()):
+    """
+    The frame C{raw} with some blobs replaced, some keys dropped, some
+    entries added, and a valid CRC: hostile content spt3g accepts.
+
+    @param replace: C{{key: blob}} of new blobs for existing keys.
+    @param add: C{(key, blob)} pairs to append.
+    """
+    replace = replace or {}
+    entries = [(k, replace.get(k, bytes(b)))
+               for k, b in wire.frame_entries(raw) if k not in drop]
+    entries += list(add)
+    crc = 0
+    for key, blob in entries:
+        crc = crc32c(blob, crc32c(key, crc))
+    from tests.frames import handmade
+    return handmade(entries, ftype=bytes([raw[9]]), crc=crc)
+
+
+def g3_blob(type_name, payload):
+    """
+    A blob of a G3 object of C{type_name} whose value is C{payload}, laid out
+    as spt3g serializes a G3Int or a G3String.
+    """
+    name = type_name.encode()
+    return (b"\x01\x01\x00\x00\x80" + struct.pack("<Q", len(name)) + name
+            + b"\x01\x00\x00\x80\x01\x00\x00\x00\x01\x00\x00\x00" + payload)
