@@ -165,8 +165,8 @@ class LogCapture:
         testcase.addCleanup(globalLogPublisher.removeObserver, self._observe)
 
     def _observe(self, event):
-        level = event.get("log_level")
-        if level is not None and level >= LogLevel.warn:
+        if event.get("log_level") in (LogLevel.warn, LogLevel.error,
+                                      LogLevel.critical):
             self.events.append(formatEvent(event))
 
     def matching(self, text):

@@ -106,8 +106,8 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
         self._failed = True
         self._stats.bad_frames += 1
         self._stats.last_error = message
-        self.log.error("Bad stream from {peer}, dropping it: {message}",
-                       peer=self._stats.peer, message=message)
+        self.log.error("Bad stream from {peer}, dropping it: {error}",
+                       peer=self._stats.peer, error=message)
         self.setTimeout(None)
         self.transport.abortConnection()
 

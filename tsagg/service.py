@@ -114,8 +114,14 @@ class RecordingService(Service):
              'frames_received': 1041, 'flow_control_frames': {'alive': 5,
              'start': 1, 'end': 0, 'cleanse': 0},
              'frames_dropped_upstream': 0, 'frames_held': 0, 'frames_lost': 0,
-             'write_errors': 0, 'last_frame_time': 1764912460.2,
+             'write_errors': 0, 'files_vanished': 0, 'slow_writes': 0,
+             'slowest_write': 0.004, 'last_frame_time': 1764912460.2,
              'last_error': None}
+
+        C{files_vanished} counts open files found removed or replaced
+        (the data directory deleted or moved aside); C{slow_writes} counts
+        writes and syncs that took C{slow_write} seconds or more, and
+        C{slowest_write} is the longest, in seconds.
         """
         status = {"running": bool(self.running),
                   "endpoint": self.endpoint_description}

@@ -104,12 +104,16 @@ class Acquisition:
 
 
 class _OpenFile:
-    def __init__(self, fd, path, opened_at):
+    def __init__(self, fd, path, index, opened_at):
         self.fd = fd
         self.path = path
+        self.index = index
         self.opened_at = opened_at
+        st = os.fstat(fd)
+        self.identity = (st.st_dev, st.st_ino)
         self.size = 0
         self.frames = 0
+        self.data_frames = 0
 
 
 @implementer(IFrameSink)
@@ -122,9 +126,23 @@ class RotatingWriter:
     Data that comes without a START opens an acquisition as if one had come.
 
     When writing fails (no space, no permission, the directory gone), the
-    partial frame is cut off, the file is closed, the frame is held and the
-    producer paused; the writer retries every C{retry_interval} seconds and
-    resumes the producer once frames go to disk again, in a new file.
+    partial frame is cut off, the file is closed (and removed if it holds no
+    frame of data, so a full disk does not fill with empty files), the frame
+    is held and the producer paused; the writer retries every
+    C{retry_interval} seconds and resumes the producer once frames go to
+    disk again, in a new file.
+
+    Before each frame the open file is checked to be still where it was
+    opened (one C{lstat}): on Linux a file whose directory was removed takes
+    writes without error, into an inode nobody can reach.  A file removed or
+    replaced (the data directory moved aside, or deleted) is reported and
+    closed, and the acquisition goes on in a new file at the configured
+    place.
+
+    Writes and C{fsync} run in the reactor thread: a stalled file system
+    stalls the reactor, so the socket is not read and nothing piles up in
+    memory.  A write or sync slower than C{slow_write} seconds is logged and
+    counted once it returns.
 
     @ivar data_dir: The absolute, real path of the data directory.
     @ivar default_stream_id: Directory name for streams that do not name
@@ -138,7 +156,7 @@ class RotatingWriter:
 
     def __init__(self, data_dir, clock, time_per_file=600.0, gap_timeout=10.0,
                  default_stream_id="unknown", fsync=True, retry_interval=1.0,
-                 max_held_frames=1024, opener=os.open):
+                 max_held_frames=1024, opener=os.open, slow_write=1.0):
         safe = sostream.sanitize_stream_id(default_stream_id)
         if safe != default_stream_id:
             raise ValueError("stream id %r is not a safe directory name"
@@ -151,6 +169,7 @@ class RotatingWriter:
         self.retry_interval = retry_interval
         self.max_held_frames = max_held_frames
         self._opener = opener
+        self.slow_write = slow_write
 
         self._file = None
         self._acq = None
@@ -178,6 +197,9 @@ class RotatingWriter:
         self.last_error = None
         self.last_frame_time = None
         self.last_file = None
+        self.files_vanished = 0
+        self.slow_writes = 0
+        self.slowest_write = 0.0
 
     # -- IFrameSink ----------------------------------------------------------
 
@@ -198,6 +220,9 @@ class RotatingWriter:
             "frames_held": len(self._held),
             "frames_lost": self.frames_lost,
             "write_errors": self.write_errors,
+            "files_vanished": self.files_vanished,
+            "slow_writes": self.slow_writes,
+            "slowest_write": self.slowest_write,
             "last_frame_time": self.last_frame_time,
             "last_error": self.last_error,
         }
@@ -316,12 +341,19 @@ class RotatingWriter:
 
     def _write(self, raw, code, session):
         now = self.clock.seconds()
+        if self._file is not None and not self._still_in_place(self._file):
+            self.files_vanished += 1
+            self._note_error("%s was removed or replaced while open; the "
+                             "acquisition goes on in a new file"
+                             % (self._file.path,))
+            self._close_file("removed or replaced")
         if self._file is None:
             if self._acq is None:
                 self._begin_acquisition(session, now)
             self._open(now, code)
         self._write_bytes(raw)
         self._file.frames += 1
+        self._file.data_frames += 1
         self.frames_written += 1
         self._last_write = now
         if self._timer is None:
@@ -348,7 +380,7 @@ class RotatingWriter:
                 if index >= _MAX_FILE_INDEX:
                     raise
         acq.next_index = index + 1
-        self._file = _OpenFile(fd, path, now)
+        self._file = _OpenFile(fd, path, index, now)
         # The new file brings its own rotation deadline.
         self._cancel(self._timer)
         self._timer = None
@@ -368,6 +400,10 @@ class RotatingWriter:
         there must not lead a write, or a mkdir, outside).
         """
         os.makedirs(self.data_dir, exist_ok=True)
+        if not stat.S_ISDIR(os.lstat(self.data_dir).st_mode):
+            # Replaced by a symlink since the start: it may lead anywhere.
+            raise OutsideDataDir(errno.EPERM, "the data directory is no "
+                                 "longer a directory", self.data_dir)
         path = self.data_dir
         for part in relative.split(os.sep):
             path = os.path.join(path, part)
@@ -380,10 +416,18 @@ class RotatingWriter:
                                      "the data directory through", path)
         return path
 
+    def _still_in_place(self, f):
+        try:
+            st = os.lstat(f.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == f.identity
+
     def _write_bytes(self, raw):
         f = self._file
         view = memoryview(raw)
         done = 0
+        started = self.clock.seconds()
         try:
             while done < len(view):
                 done += os.write(f.fd, view[done:])
@@ -391,8 +435,22 @@ class RotatingWriter:
             if done:
                 self._truncate(f)
             raise
+        finally:
+            self._timed("write to " + f.path, started)
         f.size += done
         self.bytes_written += done
+
+    def _timed(self, what, started):
+        """
+        Note how long a blocking call took, by the clock, once it returned.
+        """
+        took = self.clock.seconds() - started
+        if took > self.slowest_write:
+            self.slowest_write = took
+        if took >= self.slow_write:
+            self.slow_writes += 1
+            self.log.warn("The disk stalled: {what} took {seconds:.1f} s",
+                          what=what, seconds=took)
 
     def _truncate(self, f):
         """
@@ -410,6 +468,7 @@ class RotatingWriter:
             return
         self._file = None
         self.last_file = f.path
+        started = self.clock.seconds()
         try:
             if self.fsync:
                 os.fsync(f.fd)
@@ -417,6 +476,7 @@ class RotatingWriter:
             self._note_error("fsync of %s failed: %s" % (f.path, e))
         finally:
             os.close(f.fd)
+            self._timed("fsync of " + f.path, started)
         self.log.info("Closed {path} ({why}): {frames} frames, {size} bytes",
                       path=f.path, why=why, frames=f.frames, size=f.size)
 
@@ -463,17 +523,37 @@ class RotatingWriter:
         # The file may be unusable (its directory gone, the disk failing):
         # the acquisition goes on in a new file once writing works again.
         f = self._file
-        if f is not None:
-            self._file = None
-            self.last_file = f.path
+        if f is None:
+            return
+        self._file = None
+        if f.data_frames == 0 and self._still_in_place(f):
+            # Nothing but replayed metadata (or nothing at all) went in: do
+            # not leave it behind, and use its number for the next try.
             try:
-                os.close(f.fd)
+                os.unlink(f.path)
+                if self._acq is not None:
+                    self._acq.next_index = f.index
+                self.files_written -= 1
             except OSError:
                 pass
+        else:
+            self.last_file = f.path
+        try:
+            if self.fsync:
+                os.fsync(f.fd)
+        except OSError:
+            pass
+        try:
+            os.close(f.fd)
+        except OSError:
+            pass
 
     def _note_error(self, message):
+        # The retries of a failing disk fail the same way every time: log
+        # each new error once.
+        if message != self.last_error:
+            self.log.error("{error}", error=message)
         self.last_error = message
-        self.log.error("{message}", message=message)
 
     def _hold(self, frame, raw, front=False):
         if len(self._held) >= self.max_held_frames:
