@@ -1,0 +1,50 @@
+"""
+``twistd`` with a disk the fault tests control, for process-level tests::
+
+    python tests/faulty_twistd.py -n ... tsagg ...
+
+``TSAGG_TEST_WRITE_RATE`` (bytes per second) makes every write to a ``.g3``
+file take as long as a disk of that speed would; ``TSAGG_TEST_FSYNC_LOG``
+names a file to which the path of every ``.g3`` file is appended once its
+``fsync`` has returned.
+"""
+
+import os
+import sys
+import time
+
+
+def _target(fd):
+    try:
+        return os.readlink("/proc/self/fd/%d" % fd)
+    except OSError:
+        return ""
+
+
+def install():
+    real_write, real_fsync = os.write, os.fsync
+    rate = float(os.environ.get("TSAGG_TEST_WRITE_RATE", "0"))
+    fsync_log = os.environ.get("TSAGG_TEST_FSYNC_LOG")
+
+    if rate > 0:
+        def write(fd, data):
+            if _target(fd).endswith(".g3"):
+                time.sleep(len(data) / rate)
+            return real_write(fd, data)
+        os.write = write
+
+    if fsync_log:
+        def fsync(fd):
+            real_fsync(fd)
+            path = _target(fd)
+            if path.endswith(".g3"):
+                with open(fsync_log, "a") as f:
+                    f.write(path + "\n")
+        os.fsync = fsync
+
+
+if __name__ == "__main__":
+    install()
+    from twisted.scripts.twistd import run
+    sys.argv = ["twistd"] + sys.argv[1:]
+    run()

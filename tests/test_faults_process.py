@@ -1,0 +1,192 @@
+"""
+Faults seen from outside: ``twistd tsagg`` as a process (through
+L{tests.faulty_twistd}, which can slow its disk and log its fsyncs), fed by
+a sender process.  Backpressure against a disk slower than the stream, with
+the peak memory of the process measured; SIGTERM and SIGINT in the middle
+of a frame, under full load.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from twisted.trial import unittest
+
+from tests import faultlog
+from tests import frames as F
+from tests.faultutil import (ROOT, Sandbox, check_data_dir, scans,
+                             spawn_sender)
+from tests.test_integration import free_port
+from tests.util import recorded_files
+
+WRAPPER = os.path.join(ROOT, "tests", "faulty_twistd.py")
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class ProcessFaultTestCase(unittest.TestCase):
+
+    def spawn_tsagg(self, port, data, time_per_file=600, **env):
+        log = os.path.abspath(self.mktemp())
+        out = open(log, "wb")
+        self.addCleanup(out.close)
+        argv = [sys.executable, WRAPPER, "-n", "--pidfile=", "--logfile=-",
+                "tsagg", "--address", "127.0.0.1", "--port", str(port),
+                "--data-dir", data, "--time-per-file", str(time_per_file)]
+        proc = subprocess.Popen(argv, cwd=ROOT, env=_env(**env), stdout=out,
+                                stderr=subprocess.STDOUT)
+
+        def reap():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        self.addCleanup(reap)
+        proc.log_path = log
+        return proc
+
+    def log_of(self, proc):
+        with open(proc.log_path) as f:
+            return f.read()
+
+    def wait_for(self, predicate, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                self.fail("timed out waiting for %s" % what)
+            time.sleep(0.05)
+
+
+def big_stream(count, distinct=10, channels=250, samples=1000):
+    """
+    O, W, then C{count} Scan frames of about 1 MB, C{distinct} of them
+    different and repeated.
+    """
+    head = [F.raw(F.observation()), F.raw(F.wiring())]
+    body = [F.raw(F.scan(2 + n, channels=channels, samples=samples, seed=n))
+            for n in range(distinct)]
+    return head + [body[n % distinct] for n in range(count)]
+
+
+class BackpressureTests(ProcessFaultTestCase):
+    """
+    A disk four times slower than the stream: tsagg stops reading the socket
+    while it writes (the writes block its reactor), so the sender waits
+    instead of tsagg's memory growing.
+    """
+
+    #: The bound the design states: one frame being written, one frame
+    #: being received, one socket read, and the interpreter's own slack.
+    BOUND = 48 << 20
+
+    def test_slow_disk_bounds_memory(self):
+        box = Sandbox(self)
+        raws = big_stream(96)
+        total = sum(len(r) for r in raws)
+        stream = box.write_input("stream.g3", b"".join(raws))
+        port = free_port()
+        box.seal()
+        tsagg = self.spawn_tsagg(port, box.data,
+                                 TSAGG_TEST_WRITE_RATE=25 * 2 ** 20)
+        self.wait_for(lambda: "Recording" in self.log_of(tsagg), 30,
+                      "tsagg to start")
+        time.sleep(0.5)
+        base = faultlog.vm_hwm(tsagg.pid)
+        sender = spawn_sender(self, port, stream, then="close")
+        self.wait_for(lambda: sender.poll() is not None, 120,
+                      "the sender to hand over the whole stream")
+        self.wait_for(lambda: "(disconnect)" in self.log_of(tsagg), 120,
+                      "tsagg to write every frame")
+        peak = faultlog.vm_hwm(tsagg.pid) - base
+        tsagg.send_signal(signal.SIGTERM)
+        tsagg.wait(timeout=30)
+        files, torn = check_data_dir(box.data)
+        kept = [r for _, rs in files for r in rs]
+        faultlog.record("disk 4x slower than the stream (%d MB through "
+                        "25 MB/s writes)" % (total // 10 ** 6), tried=1,
+                        kept=len(scans(kept)), expected=len(scans(raws)),
+                        torn=len(torn), outside=box.outside(),
+                        peak_bytes=peak, peak_kind="peak RSS growth of "
+                        "twistd")
+        self.assertEqual(torn, [])
+        self.assertEqual(kept, raws)
+        self.assertEqual(box.outside(), 0)
+        self.assertLess(peak, self.BOUND, "peak RSS grew by %d bytes for a "
+                        "stream of %d" % (peak, total))
+
+    test_slow_disk_bounds_memory.timeout = 300
+
+
+class ShutdownTests(ProcessFaultTestCase):
+    """
+    A signal in the middle of a frame: the last file ends at a frame
+    boundary and every file was fsynced before the process exited.
+    """
+
+    def check(self, fault, tsagg, box, fsync_log, sent_scans, mid_frame,
+              files=2):
+        tsagg.wait(timeout=30)
+        log = self.log_of(tsagg)
+        found, torn = check_data_dir(box.data)
+        with open(fsync_log) as f:
+            synced = set(f.read().split())
+        kept = [r for _, rs in found for r in scans(rs)]
+        faultlog.record(fault, tried=1, kept=len(kept),
+                        expected=len(kept) if sent_scans is None
+                        else len(sent_scans), torn=len(torn),
+                        outside=box.outside(),
+                        note="every file fsynced before exit")
+        self.assertEqual(torn, [])
+        self.assertGreaterEqual(len(found), files)
+        self.assertEqual({os.path.join(box.data, p) for p, _ in found},
+                         synced)
+        self.assertIn("Recording stopped", log)
+        self.assertIn("Server Shut Down", log)
+        if mid_frame:
+            self.assertIn("incomplete frame discarded", log)
+        if sent_scans is not None:
+            self.assertEqual(kept, sent_scans)
+        self.assertEqual(box.outside(), 0)
+
+    def test_sigterm_under_full_load(self):
+        box = Sandbox(self)
+        raws = big_stream(400, distinct=20)
+        stream = box.write_input("stream.g3", b"".join(raws))
+        fsync_log = os.path.abspath(self.mktemp())
+        port = free_port()
+        box.seal()
+        sender = spawn_sender(self, port, stream, chunk=65536, pace=0.002)
+        tsagg = self.spawn_tsagg(port, box.data, time_per_file=0.5,
+                                 TSAGG_TEST_FSYNC_LOG=fsync_log)
+        self.wait_for(lambda: self.log_of(tsagg).count("Opened") >= 3, 60,
+                      "three files")
+        self.assertIsNone(sender.poll(), "the stream ended too soon")
+        tsagg.send_signal(signal.SIGTERM)
+        self.check("SIGTERM to twistd tsagg under full load", tsagg, box,
+                   fsync_log, None, mid_frame=False)
+
+    def test_sigint_mid_frame(self):
+        box = Sandbox(self)
+        raws = big_stream(12)
+        cut = sum(len(r) for r in raws[:-1]) + len(raws[-1]) // 2
+        stream = box.write_input("stream.g3", b"".join(raws))
+        fsync_log = os.path.abspath(self.mktemp())
+        port = free_port()
+        box.seal()
+        spawn_sender(self, port, stream, cut=cut, then="hold")
+        tsagg = self.spawn_tsagg(port, box.data, time_per_file=600,
+                                 TSAGG_TEST_FSYNC_LOG=fsync_log)
+        whole = sum(len(r) for r in raws[:-1])
+        self.wait_for(lambda: sum(os.path.getsize(p) for p in
+                                  recorded_files(box.data)) == whole, 60,
+                      "every whole frame on disk")
+        tsagg.send_signal(signal.SIGINT)
+        self.check("SIGINT to twistd tsagg mid-frame", tsagg, box,
+                   fsync_log, scans(raws[:-1]), mid_frame=True, files=1)
