@@ -11,7 +11,7 @@ TRIAL_ARGS ?= tests
 CROSSBAR_VENV ?= .venv-crossbar
 CROSSBAR := $(CROSSBAR_VENV)/bin/crossbar
 
-.PHONY: install crossbar demo test docs bench clean
+.PHONY: install crossbar demo test docs bench faults clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,10 @@ BENCH_ARGS ?=
 bench: install
 	$(PY) -m pip install --quiet matplotlib py-spy crc32c
 	$(PY) bench/run.py --docs docs/performance.rst $(BENCH_ARGS)
+
+# The fault-injection suite alone, and its table in docs/faults.rst.
+faults: install
+	$(PY) -m tests.fault_report --docs docs/faults.rst
 
 clean:
 	rm -rf $(VENV) $(CROSSBAR_VENV) docs/_build build *.egg-info _trial_temp demo-data

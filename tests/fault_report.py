@@ -1,0 +1,183 @@
+"""
+Run the fault suite and write its table: ``python -m tests.fault_report
+[--docs docs/faults.rst] [OUTPUT.md]`` (``make faults``).
+
+Runs trial on the ``tests.test_faults*`` modules with
+``TSAGG_FAULT_REPORT`` set, so that each scenario records what it tried and
+found (L{tests.faultlog}), and turns the records into a Markdown table,
+printed and written to OUTPUT.md when given; with C{--docs}, also into the
+reStructuredText page of the docs.  Exits non-zero if a test failed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from tests import faultlog
+
+MODULES = ["tests.test_faults", "tests.test_faults_disk",
+           "tests.test_faults_process", "tests.test_faults_fuzz"]
+
+
+def _mib(value):
+    if value is None:
+        return "n/a"
+    return "%.1f MiB" % (value / 2 ** 20)
+
+
+def _count(value):
+    return "-" if value is None else str(value)
+
+
+HEADER = ["fault", "times tried", "frames kept / expected", "files torn",
+          "bytes outside the data dir", "peak memory"]
+
+
+def rows(entries):
+    for e in entries:
+        kept = ("%s / %s" % (_count(e["kept"]), _count(e["expected"]))
+                if e["kept"] is not None else "-")
+        memory = _mib(e["peak_bytes"])
+        if e["peak_bytes"] is not None and e["peak_kind"]:
+            memory += " (%s)" % e["peak_kind"]
+        fault = e["fault"] + (" - " + e["note"] if e["note"] else "")
+        yield [fault, str(e["tried"]), kept, str(e["torn"]),
+               str(e["outside"]), memory]
+
+
+PAGE = """\
+.. Written by ``make faults`` (python -m tests.fault_report --docs
+   docs/faults.rst); do not edit by hand.
+
+Fault injection
+===============
+
+An aggregator at a telescope runs for months: senders restart, networks
+drop, disks fill, and a bad or buggy peer can send anything.  The fault
+suite (``tests/test_faults*.py``) checks that tsagg loses no frame that
+arrived whole, leaves no file torn, writes nothing outside the data
+directory, and keeps running.  It runs with the other tests; this command
+runs it alone and writes the table below::
+
+    make faults        # or: python -m tests.fault_report --docs docs/faults.rst
+
+Every file is read back with the frame splitter and with spt3g (every CRC
+checked).  *Frames kept / expected* counts Scan frames: those on disk
+against those that arrived whole.  Peak memory is how far the resident set
+grew during the scenario: of the test process for in-process scenarios, of
+``twistd`` for the process ones.
+
+{table}
+{verdict}
+
+What the faults are
+-------------------
+
+Peer death
+    A sender process (``tests/faultpeer.py``) is killed with SIGKILL 50
+    times in a row, mid-frame, inside a frame header, at a frame boundary,
+    while bytes are in flight, or resets the connection; pairs of rounds
+    share a session, so reconnects continue an acquisition in ``_001``.
+    tsagg (a ``RecordingService`` retrying every 50 ms) reconnects by itself
+    and records a last, whole session.
+Corrupt stream
+    Over a real socket, after good frames: a bad CRC, key or blob lengths up
+    to 2^64-1, entry counts of 2^32-1, wrong endianness flags, unknown class
+    versions and frame types, random garbage; half a frame then silence
+    (idle timeout) or close; a 900 MiB blob declared and 4 MiB sent.  Each
+    is dropped, logged and counted in the status, and tsagg reconnects.
+Hostile identifiers
+    ``sostream_id`` and ``session_id`` as path traversals, absolute paths,
+    control characters, 100 kB strings, other G3 types, invalid UTF-8, and
+    blobs that declare 1 GiB or 2^40 bytes (which spt3g's own decoder would
+    allocate).
+Disk faults
+    ENOSPC on a real 2 MiB tmpfs, in the middle of a frame, then more space
+    (remount); EACCES injected through the writer's ``opener`` (the tests
+    run as root, which ignores file modes); the data directory deleted, or
+    moved aside and made anew, while a file is open; a file system that
+    stalls (slow writes injected).
+Backpressure
+    ``twistd tsagg`` whose writes are slowed to 25 MB/s by
+    ``tests/faulty_twistd.py``, fed about 100 MB as fast as loopback goes.
+    Writes block the reactor, so tsagg does not read the socket while it
+    writes; the sender waits.  The bound is one frame being written, one
+    frame being received and one socket read (64 KiB), plus frames held
+    while the disk fails (at most ``max_held_frames``, and in practice
+    those of one read, as the socket is paused at the first failure).
+Shutdown
+    SIGTERM to ``twistd tsagg`` under full load with 0.5 s files, and SIGINT
+    while a frame is half received: every file ends at a frame boundary and
+    was fsynced (``tests/faulty_twistd.py`` logs each fsync) before exit.
+Fuzzing
+    Hypothesis mutates a valid SO stream (bit flips, truncations,
+    insertions, duplications, deletions, u64 overwrites, random chunking)
+    and feeds it through ``G3StreamProtocol`` and a real ``RotatingWriter``
+    on a ``task.Clock``: nothing raises, nothing hangs, no timer is left,
+    and every frame on disk passes its CRC.
+"""
+
+
+def rst_table(entries):
+    lines = [".. list-table::", "   :header-rows: 1", ""]
+    for row in [HEADER] + list(rows(entries)):
+        lines.append("   * - " + row[0].replace("*", "\\*"))
+        lines += ["     - " + cell for cell in row[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def table(entries):
+    lines = [
+        "| fault | times tried | frames kept / expected | files torn "
+        "| bytes outside the data dir | peak memory |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for row in rows(entries):
+        lines.append("| " + " | ".join(cell.replace("|", "\\|")
+                                       for cell in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    docs = None
+    if "--docs" in argv:
+        i = argv.index("--docs")
+        docs = argv[i + 1]
+        del argv[i:i + 2]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with tempfile.TemporaryDirectory() as tmp:
+        records = os.path.join(tmp, "records.jsonl")
+        env = dict(os.environ, **{faultlog.REPORT_ENV: records})
+        env["PYTHONPATH"] = os.pathsep.join(
+            [root] + [p for p in [env.get("PYTHONPATH")] if p])
+        result = subprocess.run(
+            [sys.executable, "-m", "twisted.trial", "--temp-directory",
+             os.path.join(tmp, "trial")] + MODULES, cwd=root, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        verdict = [line for line in result.stdout.decode(
+            "utf-8", "replace").splitlines()
+            if line.startswith(("PASSED", "FAILED"))]
+        entries = []
+        if os.path.exists(records):
+            with open(records) as f:
+                entries = [json.loads(line) for line in f]
+    verdict = "trial: %s" % (verdict[-1] if verdict else "no verdict")
+    text = table(entries) + "\n" + verdict + "\n"
+    if docs:
+        with open(docs, "w") as f:
+            f.write(PAGE.format(table=rst_table(entries),
+                                verdict="``%s``" % verdict))
+    sys.stdout.write(text)
+    if argv:
+        with open(argv[0], "w") as f:
+            f.write(text)
+    if result.returncode != 0:
+        sys.stdout.write(result.stdout.decode("utf-8", "replace")[-5000:])
+    return result.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
