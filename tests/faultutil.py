@@ -6,6 +6,8 @@ and a capture of the log.
 """
 
 import os
+import random
+import socket
 import struct
 import subprocess
 import sys
@@ -21,7 +23,7 @@ from tsagg.service import RecordingService, tcp_endpoint_description
 from tests import faultlog
 from tests.test_service import fast_retry
 
-__all__ = ["ROOT", "Sandbox", "check_data_dir", "scans", "spawn_sender",
+__all__ = ["ROOT", "quiet_port", "Sandbox", "check_data_dir", "scans", "spawn_sender",
            "make_service", "LogCapture", "frame_ends", "crc32c", "reframe",
            "g3_blob"]
 
@@ -64,6 +66,30 @@ class Sandbox:
         L{seal}.
         """
         return faultlog.bytes_outside(self.root, self.data, self._before or {})
+
+
+def quiet_port():
+    """
+    A free TCP port below the kernel's range of ephemeral ports, so that a
+    client retrying every 50 ms can never be given it as its own source port
+    (a TCP self-connection) while no sender listens.
+    """
+    low = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    rng = random.SystemRandom()
+    for _ in range(100):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no free port below %d" % (low,))
 
 
 def check_data_dir(data_dir):

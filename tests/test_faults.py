@@ -9,20 +9,17 @@ import os
 import random
 import signal
 import struct
-import time
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.trial import unittest
 
-from tsagg.frames import core
 
 from tests import faultlog
 from tests import frames as F
 from tests.faultutil import (LogCapture, Sandbox, check_data_dir,
-                             frame_ends, g3_blob, make_service, reframe,
-                             scans, spawn_sender)
-from tests.test_integration import free_port
+                             frame_ends, g3_blob, make_service, quiet_port,
+                             reframe, scans, spawn_sender)
 from tests.test_service import PeerFactory, wait_until
 
 SESSION = 1700000000
@@ -61,7 +58,7 @@ class PeerDeathTests(unittest.TestCase):
         seed = int(os.environ.get("TSAGG_FAULT_SEED", "4"))
         rng = random.Random(seed)
         box = Sandbox(self)
-        port = free_port()
+        port = quiet_port()
         service = make_service(self, port, box.data, time_per_file=3600,
                                gap_timeout=3600, idle_timeout=60)
         expected_scans = []
@@ -318,7 +315,7 @@ class CorruptStreamTests(unittest.TestCase):
         box = Sandbox(self)
         stream = box.write_input("stream.g3", b"".join(self.good))
         box.seal()
-        port = free_port()
+        port = quiet_port()
         service = make_service(self, port, box.data)
         with faultlog.PeakRSS() as peak:
             service.startService()

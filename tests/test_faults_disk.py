@@ -9,6 +9,7 @@ import errno
 import os
 import shutil
 import subprocess
+import time
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -271,7 +272,6 @@ class StallTests(DiskFaultTestCase):
                 target = ""
             if target.endswith(".g3") and len(stalls) < 3:
                 stalls.append(fd)
-                import time
                 time.sleep(0.4)
             return real_write(fd, data)
         self.patch(os, "write", stalling_write)

@@ -16,9 +16,8 @@ from twisted.trial import unittest
 
 from tests import faultlog
 from tests import frames as F
-from tests.faultutil import (ROOT, Sandbox, check_data_dir, scans,
-                             spawn_sender)
-from tests.test_integration import free_port
+from tests.faultutil import (ROOT, Sandbox, check_data_dir, quiet_port,
+                             scans, spawn_sender)
 from tests.util import recorded_files
 
 WRAPPER = os.path.join(ROOT, "tests", "faulty_twistd.py")
@@ -91,7 +90,7 @@ class BackpressureTests(ProcessFaultTestCase):
         raws = big_stream(96)
         total = sum(len(r) for r in raws)
         stream = box.write_input("stream.g3", b"".join(raws))
-        port = free_port()
+        port = quiet_port()
         box.seal()
         tsagg = self.spawn_tsagg(port, box.data,
                                  TSAGG_TEST_WRITE_RATE=25 * 2 ** 20)
@@ -160,7 +159,7 @@ class ShutdownTests(ProcessFaultTestCase):
         raws = big_stream(400, distinct=20)
         stream = box.write_input("stream.g3", b"".join(raws))
         fsync_log = os.path.abspath(self.mktemp())
-        port = free_port()
+        port = quiet_port()
         box.seal()
         sender = spawn_sender(self, port, stream, chunk=65536, pace=0.002)
         tsagg = self.spawn_tsagg(port, box.data, time_per_file=0.5,
@@ -178,7 +177,7 @@ class ShutdownTests(ProcessFaultTestCase):
         cut = sum(len(r) for r in raws[:-1]) + len(raws[-1]) // 2
         stream = box.write_input("stream.g3", b"".join(raws))
         fsync_log = os.path.abspath(self.mktemp())
-        port = free_port()
+        port = quiet_port()
         box.seal()
         spawn_sender(self, port, stream, cut=cut, then="hold")
         tsagg = self.spawn_tsagg(port, box.data, time_per_file=600,
