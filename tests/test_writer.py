@@ -560,3 +560,35 @@ class WriteFailureTests(WriterTestCase):
         files = self.files()
         self.assertEqual([len(raws) for _, raws in files], [1, 1])
         self.assertEqual(files[1][1], [F.raw(F.scan(2))])
+
+
+class ReplayTests(WriterTestCase):
+    """
+    The metadata a sender replays on each new connection does not count as
+    a jump of frame_num.
+    """
+
+    def test_replay_after_restart_is_not_a_drop(self):
+        writer = self.make_writer()
+        writer.streamStarted(self.producer)
+        self.send(F.observation(frame_num=0), F.wiring(frame_num=1),
+                  F.scan(25), F.scan(26), writer=writer)
+        writer.close()
+        self.assertEqual(writer.status["frames_dropped_upstream"], 0)
+
+    def test_reconnect_counts_frames_missed_meanwhile(self):
+        self.send(F.observation(frame_num=0), F.wiring(frame_num=1),
+                  F.scan(2), F.scan(3))
+        self.writer.streamStopped(Failure(Exception("gone")))
+        self.writer.streamStarted(self.producer)
+        self.send(F.observation(frame_num=0), F.wiring(frame_num=1),
+                  F.scan(10))
+        self.assertEqual(self.writer.status["frames_dropped_upstream"], 6)
+
+    def test_start_after_stop_sets_a_new_baseline(self):
+        self.send(F.scan(2))
+        self.writer.close()
+        self.writer.start()
+        self.writer.streamStarted(self.producer)
+        self.send(F.observation(frame_num=0), F.scan(40))
+        self.assertEqual(self.writer.status["frames_dropped_upstream"], 0)

@@ -185,6 +185,7 @@ class RotatingWriter:
         self._stream_id = None
         self._held = deque()
         self._frame_nums = sostream.FrameNumTracker()
+        self._replaying = False
 
         self.files_written = 0
         self.frames_written = 0
@@ -235,6 +236,7 @@ class RotatingWriter:
         # The sender replays its own metadata cache to each new connection;
         # ours would only duplicate it.
         self._metadata.clear()
+        self._replaying = True
 
     def streamStopped(self, reason):
         self._producer = None
@@ -259,6 +261,8 @@ class RotatingWriter:
         Take frames again after L{close}.
         """
         self._closed = False
+        # Frames not sent while stopped were not dropped upstream.
+        self._frame_nums.reset()
 
     def close(self):
         """
@@ -294,9 +298,17 @@ class RotatingWriter:
         # The rules read their keys from the raw bytes: spt3g's decoder of a
         # blob allocates whatever length a hostile blob declares.
         fields = sostream.FrameFields(raw)
+        num = sostream.frame_num(fields)
+        if self._replaying:
+            # A new connection begins with the sender's cached metadata,
+            # whose frame numbers are old: only live data sets the baseline.
+            if code in sostream.DATA_TYPES:
+                self._replaying = False
+            else:
+                num = None
         fc = sostream.flow_control(fields)
         if fc is not None:
-            self._frame_nums.see(sostream.frame_num(fields))
+            self._frame_nums.see(num)
             self._flow_control(fc)
             return
         sid = sostream.stream_id(fields, code)
@@ -309,7 +321,7 @@ class RotatingWriter:
             # A new session without a START: a new acquisition all the same.
             self._end_acquisition("new session %d" % (session,))
             self._frame_nums.reset()
-        self._frame_nums.see(sostream.frame_num(fields))
+        self._frame_nums.see(num)
         try:
             self._write(raw, code, session)
         except OSError as e:
