@@ -33,7 +33,6 @@ from common import (BENCH_DIR, emit, lag_summary, minor_faults,  # noqa: E402
 
 from twisted.internet import defer, task  # noqa: E402
 
-from tsagg.protocol import G3StreamProtocol  # noqa: E402
 from tsagg.service import RecordingService, tcp_endpoint_description  # noqa
 from tsagg.writer import RotatingWriter  # noqa: E402
 
@@ -157,6 +156,16 @@ def apply_experiments(names, service):
       noload       spt3g deserializes each distinct frame once only (an
                    upper bound for decoding only the small SO keys)
       crc          with noload: still CRC-check every frame (crc32c package)
+      lazyload     prototype: a frame over 64 kB is not deserialized whole;
+                   its CRC is checked with the crc32c package and spt3g
+                   loads a frame of only its small entries (the SO keys)
+      writev       prototype: the frames of one read go to disk in one
+                   os.writev() at the end of dataReceived (needs the
+                   writer's private _write_bytes/_close_file; bench only)
+      writethread  prototype: the same batches, and fsync+close, go to a
+                   writer thread (the reactor pauses the transport while
+                   more than 64 MB wait); bench only, no error handling
+      stages       time each stage (split, load, write) per call
     """
     import tsagg.protocol
     for name in names:
@@ -166,11 +175,12 @@ def apply_experiments(names, service):
             libc.mallopt(-3, 1 << 25)   # M_MMAP_THRESHOLD (32 MB max)
         elif name.startswith("bufsize="):
             size = int(name.split("=", 1)[1])
+            base = service.factory.protocol
 
-            class BigReads(G3StreamProtocol):
+            class BigReads(base):
                 def connectionMade(self):
                     self.transport.bufferSize = size
-                    G3StreamProtocol.connectionMade(self)
+                    base.connectionMade(self)
             service.factory.protocol = BigReads
         elif name == "noload":
             real_load, cache = tsagg.protocol.load_frame, {}
@@ -189,8 +199,220 @@ def apply_experiments(names, service):
                 crc32c.crc32c(raw)
                 return inner(raw)
             tsagg.protocol.load_frame = checked_load
+        elif name == "lazyload":
+            tsagg.protocol.load_frame = _lazy_loader(
+                tsagg.protocol.load_frame)
+        elif name == "writev":
+            _batching(service)
+        elif name == "writethread":
+            _batching(service, threaded=True)
+        elif name == "stages":
+            _stage_timers(service)
         elif name:
             raise SystemExit("unknown experiment %r" % (name,))
+
+
+def _batching(service, threaded=False, max_queued=64 << 20):
+    """
+    Prototype of batched writes, to size the gain before anyone changes
+    tsagg: RotatingWriter._write_bytes collects the frames of one read and
+    the protocol flushes them with one os.writev() when the read is done.
+    Error handling is left out: a measuring device, not the fix.
+    """
+    writer = service.writer
+    if not (hasattr(writer, "_write_bytes") and hasattr(writer,
+                                                         "_close_file")):
+        raise SystemExit("writev: RotatingWriter internals changed")
+    pending = []
+    state = {"fd": None, "queued": 0, "paused": False}
+    max_iov = os.sysconf("SC_IOV_MAX")
+    if threaded:
+        import queue
+        from twisted.internet import reactor
+        jobs = queue.Queue()
+        lock = threading.Lock()
+
+        def resume():
+            producer = writer._producer
+            if state["paused"] and producer is not None:
+                state["paused"] = False
+                producer.resumeProducing()
+
+        def work():
+            while True:
+                job = jobs.get()
+                if job is None:
+                    return
+                kind, fd, data, size = job
+                if kind == "write":
+                    write_all(fd, data)
+                else:
+                    if data:
+                        os.fsync(fd)
+                    os.close(fd)
+                with lock:
+                    state["queued"] -= size
+                    low = state["queued"] < max_queued // 2
+                if low and state["paused"]:
+                    reactor.callFromThread(resume)
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        reactor.addSystemEventTrigger("after", "shutdown", jobs.put, None)
+
+    def write_all(fd, batch):
+        while batch:
+            chunk = batch[:max_iov]
+            del batch[:max_iov]
+            total = sum(len(b) for b in chunk)
+            done = os.writev(fd, chunk)
+            if done < total:  # finish a short write piece by piece
+                rest = b"".join(bytes(b) for b in chunk)[done:]
+                while rest:
+                    rest = rest[os.write(fd, rest):]
+
+    def flush():
+        fd = state["fd"]
+        if threaded and pending:
+            size = sum(len(b) for b in pending)
+            with lock:
+                state["queued"] += size
+                high = state["queued"] > max_queued
+            jobs.put(("write", fd, list(pending), size))
+            del pending[:]
+            producer = writer._producer
+            if high and not state["paused"] and producer is not None:
+                state["paused"] = True
+                producer.pauseProducing()
+            return
+        write_all(fd, pending)
+
+    def write_bytes(raw):
+        f = writer._file
+        if state["fd"] is not None and state["fd"] != f.fd:
+            flush()
+        state["fd"] = f.fd
+        pending.append(raw)
+        f.size += len(raw)
+        writer.bytes_written += len(raw)
+
+    close_file = writer._close_file
+
+    def close_then(why):
+        flush()
+        if not threaded:
+            close_file(why)
+            return
+        f = writer._file
+        if f is None:
+            return
+        writer._file = None
+        writer.last_file = f.path
+        jobs.put(("close", f.fd, writer.fsync, 0))
+    writer._write_bytes = write_bytes
+    writer._close_file = close_then
+
+    base = service.factory.protocol
+
+    class Flushing(base):
+        def dataReceived(self, data):
+            base.dataReceived(self, data)
+            flush()
+    service.factory.protocol = Flushing
+
+
+def _lazy_loader(real_load, threshold=1 << 16, small_blob=4096):
+    """
+    Prototype of lazy frame loading, to size the gain: spt3g copies a frame
+    twice when it loads it (bytes -> std::string -> blobs) and then tsagg
+    uses only a few small keys.  Check the CRC without copying (spt3g's
+    CRC is the CRC-32C register over every key and blob, from 0 and never
+    inverted) and load a frame made of the small entries only.
+    """
+    import struct
+
+    import crc32c
+
+    from tsagg.frames import CorruptFrame
+
+    header, u64, u32 = (struct.Struct("<BIII"), struct.Struct("<Q"),
+                        struct.Struct("<I"))
+    mask = 0xFFFFFFFF
+
+    def crc_raw(crc, data):
+        return ~crc32c.crc32c(data, ~crc & mask) & mask
+
+    def load(raw):
+        if len(raw) < threshold:
+            return real_load(raw)
+        view = memoryview(raw)
+        _, _, entries, ftype = header.unpack_from(view, 0)
+        pos = header.size
+        crc = mini_crc = 0
+        parts = []
+        for _ in range(entries):
+            start = pos
+            (klen,) = u64.unpack_from(view, pos)
+            key = view[pos + 8:pos + 8 + klen]
+            pos += 8 + klen
+            (blen,) = u64.unpack_from(view, pos)
+            blob = view[pos + 8:pos + 8 + blen]
+            pos += 8 + blen
+            crc = crc_raw(crc_raw(crc, key), blob)
+            if blen <= small_blob:
+                parts.append(view[start:pos])
+                mini_crc = crc_raw(crc_raw(mini_crc, key), blob)
+        if u32.unpack_from(view, pos)[0] != crc:
+            raise CorruptFrame("CRC mismatch")
+        mini = b"".join([header.pack(1, 1, len(parts), ftype)] + parts
+                        + [u32.pack(mini_crc)])
+        return real_load(mini)
+    return load
+
+
+STAGES = {}
+
+
+def _stage_timers(service):
+    """
+    Wrap the stages of one frame's way to disk with timers.
+    """
+    import tsagg.protocol
+    import tsagg.wire
+
+    def timed(name, func):
+        samples = STAGES.setdefault(name, [])
+
+        def wrapper(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return func(*a, **kw)
+            finally:
+                samples.append(time.perf_counter() - t)
+        return wrapper
+    tsagg.protocol.load_frame = timed("load_frame", tsagg.protocol.load_frame)
+    tsagg.wire.FrameSplitter.feed = timed("FrameSplitter.feed",
+                                          tsagg.wire.FrameSplitter.feed)
+    writer = service.writer
+    if hasattr(writer, "_write_bytes"):
+        writer._write_bytes = timed("os.write of a frame",
+                                    writer._write_bytes)
+    if hasattr(writer, "_close_file"):
+        writer._close_file = timed("close file (fsync)", writer._close_file)
+    base = service.factory.protocol
+
+    class Timed(base):
+        dataReceived = timed("dataReceived (all of it)", base.dataReceived)
+    service.factory.protocol = Timed
+
+
+def stage_summary():
+    out = {}
+    for name, samples in STAGES.items():
+        if samples:
+            s = lag_summary(samples)
+            s["total_s"] = sum(samples)
+            out[name] = s
+    return out
 
 
 def start_sender(*args):
@@ -280,10 +502,27 @@ def ingest(reactor, args):
             "write_errors": status["write_errors"],
             "lag": lag_summary(lags),
         }
+        if STAGES:
+            result["stages"] = stage_summary()
         emit(result)
     finally:
         kill(sender)
         kill(deleter)
+
+
+# -- a receiver process for the throughput runs --------------------------
+
+def receive(reactor, args):
+    """
+    Record --port until killed: tsagg with --exp applied, as a receiver
+    process of bench/throughput.py next to twistd tsagg and the C++ one.
+    """
+    service = make_service(reactor, args.port, args.data_dir,
+                           writer_class=RotatingWriter)
+    apply_experiments(args.exp, service)
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    return defer.Deferred()     # run until a signal stops the reactor
 
 
 # -- many streams --------------------------------------------------------------
@@ -510,7 +749,9 @@ def stop(reactor, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=("ingest", "streams", "stop"))
+    parser.add_argument("mode", choices=("ingest", "streams", "stop",
+                                         "receive"))
+    parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--case", default="1.6MB")
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -531,7 +772,8 @@ def main():
     os.makedirs(args.data_dir, exist_ok=True)
     if args.mode == "stop" and not args.slow_mbps:
         args.slow_mbps = 20.0
-    run = {"ingest": ingest, "streams": streams, "stop": stop}[args.mode]
+    run = {"ingest": ingest, "streams": streams, "stop": stop,
+           "receive": receive}[args.mode]
     task.react(lambda reactor: run(reactor, args))
 
 

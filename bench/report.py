@@ -57,42 +57,64 @@ def _status(ok):
 
 
 def targets(results):
+    """
+    Every target of the issue, for tsagg as it is and, where the bench
+    prototyped the recommended fixes, for tsagg with them.
+    """
     out = []
 
-    def add(measure, target, value, ok):
+    def add(measure, target, value, ok, proto=None, proto_ok=None):
         out.append({"measure": measure, "target": target, "value": value,
-                    "status": _status(ok)})
+                    "status": _status(ok),
+                    "proto": proto if proto is not None else "",
+                    "proto_status": _status(proto_ok) if proto is not None
+                    else ""})
+
+    def check(value, good):
+        return None if value is None else good(value)
 
     summary = results.get("throughput", {}).get("summary", {})
     for case in ("1.6MB", "13MB"):
         s = summary.get(case)
         if s:
-            r = s["ratio_MBps"]
+            r, p = s.get("ratio_MBps"), s.get("ratio_MBps_proto")
             add("throughput tsagg / C++, %s frames" % case, ">= 1.0",
-                _f(r, "%.2f"), None if r is None else r >= 1.0)
+                _f(r, "%.2f"), check(r, lambda v: v >= 1.0),
+                _f(p, "%.2f") if p is not None else None,
+                check(p, lambda v: v >= 1.0))
     for case in ("1.6MB", "13MB", "small"):
         s = summary.get(case)
         if s:
-            r = s["ratio_cpu"]
+            r, p = s.get("ratio_cpu"), s.get("ratio_cpu_proto")
             add("CPU s/GB tsagg / C++, %s frames" % case, "<= 1.0",
-                _f(r, "%.2f"), None if r is None else r <= 1.0)
+                _f(r, "%.2f"), check(r, lambda v: v <= 1.0),
+                _f(p, "%.2f") if p is not None else None,
+                check(p, lambda v: v <= 1.0))
     s = summary.get("small")
     if s:
-        r = s["ratio_fps"]
+        r, p = s.get("ratio_fps"), s.get("ratio_fps_proto")
         add("frames/s tsagg / C++, ~10 kB frames", ">= 0.8", _f(r, "%.2f"),
-            None if r is None else r >= 0.8)
-    for r in results.get("lag", []):
+            check(r, lambda v: v >= 0.8),
+            _f(p, "%.2f") if p is not None else None,
+            check(p, lambda v: v >= 0.8))
+    lag = results.get("lag", [])
+    for r in [r for r in lag if not r.get("proto")]:
         p99 = r["lag"]["p99_ms"]
+        twin = [q for q in lag if q.get("proto") and q["case"] == r["case"]
+                and q["fsync"] == r["fsync"]]
+        pp = twin[0]["lag"]["p99_ms"] if twin else None
         add("reactor lag p99 at full ingest, %s frames, fsync %s"
             % (r["case"], "on" if r["fsync"] else "off"), "<= 20 ms",
-            _f(p99, "%.1f ms"), None if p99 is None else p99 <= 20.0)
+            _f(p99, "%.1f ms"), check(p99, lambda v: v <= 20.0),
+            _f(pp, "%.1f ms") if twin else None,
+            check(pp, lambda v: v <= 20.0))
     st = results.get("streams")
     if st:
         p99 = st["lag"]["p99_ms"]
         add("32 SO-rate streams: frames lost", "0", "%d" % st["frames_lost"],
             st["frames_lost"] == 0)
         add("32 SO-rate streams: reactor lag p99", "<= 20 ms",
-            _f(p99, "%.1f ms"), None if p99 is None else p99 <= 20.0)
+            _f(p99, "%.1f ms"), check(p99, lambda v: v <= 20.0))
     stop = results.get("stop")
     if stop:
         worst = max(stop, key=lambda s: s["latency_s"])
@@ -102,14 +124,23 @@ def targets(results):
     if rss:
         limit = 256 * MIB + 3 * rss["largest_frame"]
         hwm = rss["slow"]["vmhwm_kb"] * 1024
+        proto = rss.get("slow_proto")
+        phwm = proto["vmhwm_kb"] * 1024 if proto else None
         add("peak RSS, slow disk (13 MB frames)",
             "<= %.0f MiB" % (limit / MIB), "%.0f MiB" % (hwm / MIB),
-            hwm <= limit)
+            hwm <= limit,
+            "%.0f MiB" % (phwm / MIB) if proto else None,
+            check(phwm, lambda v: v <= limit))
         if rss.get("fast"):
             hwm = rss["fast"]["vmhwm_kb"] * 1024
+            twin = [q for q in results.get("lag", []) if q.get("proto")
+                    and q["case"] == "13MB" and not q["fsync"]]
+            phwm = twin[0]["vmhwm_kb"] * 1024 if twin else None
             add("peak RSS, fast disk (13 MB frames)",
                 "<= %.0f MiB" % (limit / MIB), "%.0f MiB" % (hwm / MIB),
-                hwm <= limit)
+                hwm <= limit,
+                "%.0f MiB" % (phwm / MIB) if twin else None,
+                check(phwm, lambda v: v <= limit))
     return out
 
 
@@ -127,17 +158,25 @@ def throughput_rows(results):
     rows = []
     summary = results.get("throughput", {}).get("summary", {})
     for case, s in summary.items():
-        t, c = s["tsagg"], s["cpp"]
+        t, c, p = s["tsagg"], s["cpp"], s.get("tsagg-proto")
+        has_p = bool(p and p["runs"])
         rows.append([
             "%s (%s B)" % (case, t["frame_bytes"]),
             _f(t["MBps"], "%.0f"), _f(c["MBps"], "%.0f"),
-            _f(s["ratio_MBps"], "**%.2f**"),
+            _f(s.get("ratio_MBps"), "**%.2f**"),
             _f(t["fps"], "%.0f"), _f(c["fps"], "%.0f"),
-            _f(s["ratio_fps"], "%.2f"),
+            _f(s.get("ratio_fps"), "%.2f"),
             _f(t["cpu_s_per_GB"], "%.2f"), _f(c["cpu_s_per_GB"], "%.2f"),
-            _f(s["ratio_cpu"], "**%.2f**"),
+            _f(s.get("ratio_cpu"), "**%.2f**"),
+            _f(p["MBps"], "%.0f") if has_p else "n/a",
+            _f(s.get("ratio_MBps_proto"), "%.2f"),
+            _f(s.get("ratio_fps_proto"), "%.2f"),
+            _f(p["cpu_s_per_GB"], "%.2f") if has_p else "n/a",
+            _f(s.get("ratio_cpu_proto"), "%.2f"),
             _f(t["faults_per_MB"], "%.0f"), _f(c["faults_per_MB"], "%.0f"),
-            "%.0f / %.0f" % (t["vmhwm_kb"] / 1024, c["vmhwm_kb"] / 1024),
+            "%.0f / %.0f / %s" % (
+                t["vmhwm_kb"] / 1024, c["vmhwm_kb"] / 1024,
+                "%.0f" % (p["vmhwm_kb"] / 1024) if has_p else "n/a"),
         ])
     return rows
 
@@ -145,25 +184,36 @@ def throughput_rows(results):
 THROUGHPUT_HEADER = ["frames", "tsagg MB/s", "C++ MB/s", "ratio",
                      "tsagg frames/s", "C++ frames/s", "ratio",
                      "tsagg CPU s/GB", "C++ CPU s/GB", "ratio",
+                     "fixed* MB/s", "ratio", "frames/s ratio",
+                     "fixed* CPU s/GB", "ratio",
                      "tsagg faults/MB", "C++ faults/MB",
-                     "VmHWM MiB tsagg / C++"]
+                     "VmHWM MiB tsagg / C++ / fixed*"]
 
 
 def markdown(results):
     m = results["meta"]
     out = ["# tsagg vs spt3g's C++ G3Reader -> G3Writer", "",
-           "%s, commit %s%s, %s mode (%d throughput runs per receiver), "
+           "%s, commit %s%s%s, %s mode (%d throughput runs per receiver), "
            "Python %s, spt3g %s, Twisted %s, %d CPUs, load average at start "
            "%.2f. Command: `%s`. Whole run: %.0f s." % (
                m["date"], m["commit"],
                " (tsagg/ modified)" if m.get("tsagg_dirty") else "",
+               "" if m.get("tsagg_matches_tree", True) else
+               " (the tsagg measured is not the work tree's: %s)"
+               % m.get("tsagg_from"),
                "quick" if m["quick"] else "full", m["runs"], m["python"],
                m["spt3g"], m["twisted"], m["cpus"], m["loadavg_start"][0],
                m["command"], m.get("seconds", 0)), ""]
 
     out += ["## Targets", "",
-            _table(["measure", "target", "measured", ""],
-                   [[t["measure"], t["target"], t["value"], t["status"]]
+            "*fixed\\** = tsagg with the recommended fixes, prototyped in "
+            "bench code (`%s`; for lag and memory `%s`): what the fixes "
+            "would give, measured in the same run, not what tsagg does "
+            "today." % (m.get("proto_fixes"), m.get("proto_fixes_lag")), "",
+            _table(["measure", "target", "tsagg today", "",
+                    "fixed*", ""],
+                   [[t["measure"], t["target"], t["value"], t["status"],
+                     t["proto"], t["proto_status"]]
                     for t in results["targets"]]), ""]
 
     if "throughput" in results:
@@ -172,7 +222,10 @@ def markdown(results):
                 "--no-fsync`, B = `G3Reader('tcp://') -> G3Writer`); time "
                 "from the sender's first byte to the last byte on disk; CPU "
                 "= user+sys of the receiving process over the same span. "
-                "G3Writer never fsyncs, so tsagg runs with --no-fsync here.",
+                "G3Writer never fsyncs, so tsagg runs with --no-fsync here. "
+                "fixed* = a RecordingService process with the prototyped "
+                "fixes, the third receiver of the same alternation. "
+                "faults/MB = minor page faults of the receiver per MB.",
                 "", _table(THROUGHPUT_HEADER, throughput_rows(results)), ""]
     peer = results.get("real_peer")
     if peer:
@@ -185,6 +238,7 @@ def markdown(results):
     lag = results.get("lag")
     if lag:
         rows = [[r["case"], "on" if r["fsync"] else "off",
+                 "fixed*" if r.get("proto") else "today",
                  _f(r["MBps"], "%.0f"), _f(r["cpu_s_per_GB"], "%.2f"),
                  _f(r["lag"]["p50_ms"]), _f(r["lag"]["p99_ms"]),
                  _f(r["lag"]["max_ms"]), r["lag"]["n"],
@@ -193,8 +247,9 @@ def markdown(results):
                 "RecordingService in the bench process, a 10 Hz LoopingCall "
                 "in the same reactor; files rotate every second (closed "
                 "files are removed by another process).", "",
-                _table(["frames", "fsync", "MB/s", "CPU s/GB", "lag p50 ms",
-                        "p99 ms", "max ms", "samples", "VmHWM MiB"], rows),
+                _table(["frames", "fsync", "tsagg", "MB/s", "CPU s/GB",
+                        "lag p50 ms", "p99 ms", "max ms", "samples",
+                        "VmHWM MiB"], rows),
                 ""]
     st = results.get("streams")
     if st:
@@ -232,6 +287,11 @@ def markdown(results):
         s = rss["slow"]
         rows.append(["slow (20 MB/s)", _f(s["MBps"], "%.0f"),
                      "%.0f" % (s["vmhwm_kb"] / 1024), _f(s["lag"]["p99_ms"])])
+        s = rss.get("slow_proto")
+        if s:
+            rows.append(["slow (20 MB/s), fixed*", _f(s["MBps"], "%.0f"),
+                         "%.0f" % (s["vmhwm_kb"] / 1024),
+                         _f(s["lag"]["p99_ms"])])
         out += ["## Peak memory, 13 MB frames", "",
                 "VmHWM of the recording process; the slow disk is a pipe "
                 "drained into the file at 20 MB/s (RotatingWriter's opener).",
@@ -248,9 +308,11 @@ def markdown(results):
                 "(no change to tsagg/): `mallopt` = glibc keeps freed memory "
                 "(M_TRIM_THRESHOLD 1 GiB, M_MMAP_THRESHOLD 32 MiB); "
                 "`bufsize` = read 1 MiB per recv() instead of Twisted's "
-                "64 KiB; `noload` = spt3g deserializes each distinct frame "
-                "once (upper bound of decoding only the small SO keys); "
-                "`crc` = still CRC-32C every frame (crc32c package).", "",
+                "64 KiB; `writev` = the frames of one read written by one "
+                "os.writev(); `lazyload` = frames over 64 kB are CRC-checked "
+                "with the crc32c package and spt3g loads only their small "
+                "entries; `writethread` = writes, fsync and close in a "
+                "writer thread, the transport paused past 64 MB queued.", "",
                 _table(["frames", "variation", "MB/s", "frames/s", "CPU s/GB",
                         "faults/MB", "lag p99 ms"], rows), ""]
     prof = results.get("profile")
@@ -306,14 +368,19 @@ def rst(results):
                             m["loadavg_start"][0], m["python"], m["spt3g"],
                             m["twisted"]), ""]
     out += ["Targets", "-------", "",
-            _rst_table(["measure", "target", "measured", "status"],
-                       [[t["measure"], t["target"], t["value"], t["status"]]
+            "*fixed* is tsagg with the fixes recommended by the profile, "
+            "prototyped in the benchmark's own code and measured in the same "
+            "run: what the fixes would give, not what tsagg does today.", "",
+            _rst_table(["measure", "target", "tsagg today", "", "fixed", ""],
+                       [[t["measure"], t["target"], t["value"], t["status"],
+                         t["proto"], t["proto_status"]]
                         for t in results["targets"]]), ""]
     if "throughput" in results:
-        hdr = ["frames", "tsagg MB/s", "C++ MB/s", "ratio", "tsagg fr/s",
-               "C++ fr/s", "ratio", "tsagg CPU s/GB", "C++ CPU s/GB",
-               "ratio"]
-        rows = [r[:10] for r in throughput_rows(results)]
+        hdr = ["frames", "tsagg MB/s", "C++ MB/s", "ratio", "fr/s ratio",
+               "tsagg CPU s/GB", "C++ CPU s/GB", "ratio", "fixed MB/s",
+               "ratio", "fixed CPU ratio"]
+        rows = [[r[i] for i in (0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 14)]
+                for r in throughput_rows(results)]
         out += ["Throughput", "----------", "",
                 "Medians of %d alternating runs per receiver; tsagg runs "
                 "as ``twistd -n tsagg --no-fsync`` (G3Writer never fsyncs)."
@@ -323,9 +390,10 @@ def rst(results):
         out += ["Reactor lag at full ingest", "--------------------------",
                 "", "A 10 Hz ``LoopingCall`` in the reactor that records, "
                 "files rotating every second.", "",
-                _rst_table(["frames", "fsync", "MB/s", "p50 ms", "p99 ms",
-                            "max ms"],
+                _rst_table(["frames", "fsync", "tsagg", "MB/s", "p50 ms",
+                            "p99 ms", "max ms"],
                            [[r["case"], "on" if r["fsync"] else "off",
+                             "fixed" if r.get("proto") else "today",
                              _f(r["MBps"], "%.0f"), _f(r["lag"]["p50_ms"]),
                              _f(r["lag"]["p99_ms"]), _f(r["lag"]["max_ms"])]
                             for r in lag]), ""]
@@ -366,46 +434,51 @@ def plot(results, path):
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
-    colors = {"tsagg": "tab:blue", "cpp": "tab:orange"}
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
 
     ax = axes[0][0]
     tp = results.get("throughput")
+    kinds = [("tsagg", "twistd tsagg (today)", "tab:blue", None),
+             ("cpp", "G3Reader -> G3Writer", "tab:orange", None),
+             ("tsagg-proto", "tsagg + fixes (prototype)", "tab:cyan", "//")]
     if tp:
         cases = list(tp["summary"])
-        for j, kind in enumerate(("tsagg", "cpp")):
-            xs = [i + (j - 0.5) * 0.38 for i in range(len(cases))]
-            ax.bar(xs, [tp["summary"][c][kind]["MBps"] for c in cases],
-                   0.38, color=colors[kind],
-                   label="twistd tsagg" if kind == "tsagg"
-                   else "G3Reader -> G3Writer")
-            for i, c in enumerate(cases):
-                pts = [r["MBps"] for r in tp["runs"]
-                       if r["case"] == c and r["receiver"] == kind]
-                ax.plot([xs[i]] * len(pts), pts, "k.", ms=4)
-        ax.set_xticks(range(len(cases)))
-        ax.set_xticklabels(cases)
-        ax.set_ylabel("MB/s to disk (median, dots = runs)")
-        ax.set_title("Throughput")
-        ax.legend(fontsize=8)
-
-        ax = axes[0][1]
-        for j, kind in enumerate(("tsagg", "cpp")):
-            xs = [i + (j - 0.5) * 0.38 for i in range(len(cases))]
-            ax.bar(xs, [tp["summary"][c][kind]["cpu_s_per_GB"]
-                        for c in cases], 0.38, color=colors[kind])
-        ax.set_xticks(range(len(cases)))
-        ax.set_xticklabels(cases)
-        ax.set_ylabel("receiver CPU s per GB")
-        ax.set_title("CPU cost")
+        kinds = [k for k in kinds
+                 if all(tp["summary"][c].get(k[0], {}).get("runs")
+                        for c in cases)]
+        width = 0.8 / len(kinds)
+        for key, title in (("MBps", "Throughput"),
+                           ("cpu_s_per_GB", "CPU cost")):
+            ax = axes[0][0] if key == "MBps" else axes[0][1]
+            for j, (kind, label, color, hatch) in enumerate(kinds):
+                xs = [i + (j - (len(kinds) - 1) / 2) * width
+                      for i in range(len(cases))]
+                ax.bar(xs, [tp["summary"][c][kind][key] or 0 for c in cases],
+                       width, color=color, hatch=hatch, label=label)
+                for i, c in enumerate(cases):
+                    pts = [r[key] for r in tp["runs"]
+                           if r["case"] == c and r["receiver"] == kind]
+                    ax.plot([xs[i]] * len(pts), pts, "k.", ms=3)
+            ax.set_xticks(range(len(cases)))
+            ax.set_xticklabels(cases)
+            ax.set_title(title)
+            ax.set_ylabel("MB/s to disk (median, dots = runs)"
+                          if key == "MBps" else "receiver CPU s per GB")
+        axes[0][0].legend(fontsize=8)
 
     ax = axes[1][0]
+    lag = results.get("lag", [])
     rows = [("%s%s" % (r["case"], " fsync" if r["fsync"] else ""), r["lag"])
-            for r in results.get("lag", [])]
+            for r in lag if not r.get("proto")]
+    fixed = {("%s%s" % (r["case"], " fsync" if r["fsync"] else "")):
+             r["lag"]["p99_ms"] for r in lag if r.get("proto")}
     if results.get("streams"):
         rows.append(("32 streams", results["streams"]["lag"]))
     if results.get("rss"):
         rows.append(("13MB slow disk", results["rss"]["slow"]["lag"]))
+        if results["rss"].get("slow_proto"):
+            fixed["13MB slow disk"] = \
+                results["rss"]["slow_proto"]["lag"]["p99_ms"]
     if rows:
         xs = range(len(rows))
         for k, (key, off) in enumerate((("p50_ms", -0.27), ("p99_ms", 0),
@@ -413,6 +486,10 @@ def plot(results, path):
             ax.bar([x + off for x in xs],
                    [max(r[1][key] or 0, 0.01) for r in rows], 0.27,
                    label=key.replace("_ms", ""))
+        fx = [(x, fixed[r[0]]) for x, r in zip(xs, rows) if r[0] in fixed]
+        if fx:
+            ax.plot([x for x, _ in fx], [max(v, 0.01) for _, v in fx], "kD",
+                    ms=5, label="p99 with fixes (prototype)")
         ax.axhline(20, color="red", lw=1, ls="--", label="target p99")
         ax.set_yscale("log")
         ax.set_xticks(list(xs))

@@ -36,11 +36,16 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report  # noqa: E402
 import throughput  # noqa: E402
-from common import BENCH_DIR, scan_bytes  # noqa: E402
+from common import BENCH_DIR, scan_bytes, warm_page_cache  # noqa: E402
 
 PY = sys.executable
 INPROC = os.path.join(BENCH_DIR, "inproc.py")
 REPO = os.path.dirname(BENCH_DIR)
+
+#: The recommended fixes, as bench-only prototypes (see inproc.py).
+PROTO = throughput.PROTO_FIXES
+PROTO_LAG = "mallopt,bufsize=1048576,lazyload,writethread"
+RECEIVERS = ("tsagg", "cpp", "tsagg-proto")
 
 #: (case, frames per run full, frames per run quick)
 THROUGHPUT_CASES = [("1.6MB", 500, 200), ("13MB", 64, 25),
@@ -73,13 +78,13 @@ def run_throughput(args, tmp):
     for case, full, quick in THROUGHPUT_CASES:
         count = quick if args.quick else full
         for i in range(args.runs):
-            for kind in ("tsagg", "cpp"):
+            for kind in RECEIVERS:
                 settle()
                 r = throughput.run_once(kind, case, count,
                                         os.path.join(tmp, "tp"))
                 r["run"] = i
                 runs.append(r)
-                log("%-5s %-6s run %d: %7.1f MB/s %8.0f frames/s "
+                log("%-11s %-6s run %d: %7.1f MB/s %8.0f frames/s "
                     "%5.2f CPU s/GB" % (kind, case, i, r["MBps"], r["fps"],
                                         r["cpu_s_per_GB"] or -1))
         summary[case] = summarize(
@@ -89,22 +94,27 @@ def run_throughput(args, tmp):
 
 def summarize(runs, count):
     out = {"frames_per_run": count}
-    for kind in ("tsagg", "cpp"):
+    for kind in RECEIVERS:
         mine = [r for r in runs if r["receiver"] == kind]
         out[kind] = {
             "MBps": median([r["MBps"] for r in mine]),
             "fps": median([r["fps"] for r in mine]),
             "cpu_s_per_GB": median([r["cpu_s_per_GB"] for r in mine]),
             "faults_per_MB": median([r["faults_per_MB"] for r in mine]),
-            "vmhwm_kb": max(r["vmhwm_kb"] or 0 for r in mine),
+            "vmhwm_kb": max([r["vmhwm_kb"] or 0 for r in mine] or [0]),
             "runs": len(mine),
             "frame_bytes": mine[0]["frame_bytes"] if mine else None,
         }
-    t, c = out["tsagg"], out["cpp"]
-    out["ratio_MBps"] = t["MBps"] / c["MBps"] if c["MBps"] else None
-    out["ratio_fps"] = t["fps"] / c["fps"] if c["fps"] else None
-    out["ratio_cpu"] = (t["cpu_s_per_GB"] / c["cpu_s_per_GB"]
-                        if c["cpu_s_per_GB"] else None)
+    c = out["cpp"]
+    for kind, suffix in (("tsagg", ""), ("tsagg-proto", "_proto")):
+        t = out[kind]
+        if not t["runs"]:
+            continue
+        out["ratio_MBps" + suffix] = (t["MBps"] / c["MBps"]
+                                      if c["MBps"] else None)
+        out["ratio_fps" + suffix] = t["fps"] / c["fps"] if c["fps"] else None
+        out["ratio_cpu" + suffix] = (t["cpu_s_per_GB"] / c["cpu_s_per_GB"]
+                                     if c["cpu_s_per_GB"] else None)
     return out
 
 
@@ -137,6 +147,7 @@ def inproc(mode, tmp, *extra, timeout=600):
     data_dir = os.path.join(tmp, "inproc", "data")
     shutil.rmtree(os.path.dirname(data_dir), ignore_errors=True)
     os.makedirs(data_dir)
+    warm_page_cache(data_dir, 2 << 30)
     settle()
     proc = subprocess.run([PY, INPROC, mode, "--data-dir", data_dir]
                           + [str(e) for e in extra],
@@ -152,22 +163,25 @@ def inproc(mode, tmp, *extra, timeout=600):
 
 
 def run_lag(args, tmp):
-    seconds = 3 if args.quick else 6
+    seconds = 3 if args.quick else 8
     out = []
     cases = [("1.6MB", False), ("13MB", False), ("small", False),
              ("1.6MB", True)]
     for case, fsync in cases:
-        extra = ["--case", case, "--seconds", seconds, "--time-per-file", 1,
-                 "--delete-closed"]
-        if fsync:
-            extra.append("--fsync")
-        r = inproc("ingest", tmp, *extra)
-        out.append(r)
-        lag = r["lag"]
-        log("lag %-6s fsync %-3s: %6.1f MB/s, p50 %.1f p99 %.1f max %.1f ms "
-            "(%d samples)" % (case, "on" if fsync else "off", r["MBps"],
-                              lag["p50_ms"], lag["p99_ms"], lag["max_ms"],
-                              lag["n"]))
+        for exp in ("", PROTO_LAG):
+            extra = ["--case", case, "--seconds", seconds,
+                     "--time-per-file", 1, "--delete-closed", "--exp", exp]
+            if fsync:
+                extra.append("--fsync")
+            r = inproc("ingest", tmp, *extra)
+            r["proto"] = bool(exp)
+            out.append(r)
+            lag = r["lag"]
+            log("lag %-6s fsync %-3s%s: %6.1f MB/s, p50 %.1f p99 %.1f max "
+                "%.1f ms (%d samples)" % (
+                    case, "on" if fsync else "off",
+                    " (fixes prototyped)" if exp else "", r["MBps"],
+                    lag["p50_ms"], lag["p99_ms"], lag["max_ms"], lag["n"]))
     return out
 
 
@@ -230,10 +244,13 @@ def run_rss(args, tmp, lag_runs):
     seconds = 4 if args.quick else 8
     slow = inproc("ingest", tmp, "--case", "13MB", "--seconds", seconds,
                   "--slow-mbps", 20)
-    fast = [r for r in lag_runs if r["case"] == "13MB" and not r["fsync"]]
+    slow_proto = inproc("ingest", tmp, "--case", "13MB", "--seconds",
+                        seconds, "--slow-mbps", 20, "--exp", PROTO_LAG)
+    fast = [r for r in lag_runs if r["case"] == "13MB" and not r["fsync"]
+            and not r.get("proto")]
     largest = len(scan_bytes("13MB"))
     out = {"slow": slow, "fast": fast[0] if fast else None,
-           "largest_frame": largest}
+           "slow_proto": slow_proto, "largest_frame": largest}
     log("peak RSS 13MB frames: fast disk %s MB, slow disk (20 MB/s) %.0f MB, "
         "lag on the slow disk p99 %.0f ms" % (
             "%.0f" % (fast[0]["vmhwm_kb"] / 1024) if fast else "?",
@@ -242,19 +259,17 @@ def run_rss(args, tmp, lag_runs):
 
 
 EXPERIMENTS = ["", "mallopt", "bufsize=1048576", "mallopt,bufsize=1048576",
-               "mallopt,bufsize=1048576,noload,crc"]
+               "mallopt,bufsize=1048576,writev",
+               "mallopt,bufsize=1048576,writev,lazyload"]
 
 
 def run_experiments(args, tmp):
     out = []
-    try:
-        import crc32c
-        names = EXPERIMENTS if crc32c else EXPERIMENTS[:-1]
-    except ImportError:
-        names = EXPERIMENTS[:-1]
+    names = [e for e in EXPERIMENTS
+             if "lazyload" not in e or "lazyload" in PROTO]
     for case in ("1.6MB", "small"):
         for exp in names:
-            r = inproc("ingest", tmp, "--case", case, "--seconds", 4,
+            r = inproc("ingest", tmp, "--case", case, "--seconds", 5,
                        "--time-per-file", 1, "--delete-closed",
                        "--exp", exp)
             out.append(r)
@@ -303,19 +318,34 @@ def meta(args):
                                   stderr=subprocess.DEVNULL).stdout.strip()
         except OSError:
             return None
+    import hashlib
+
     import spt3g
     import twisted
     import tsagg
+
+    def digest(directory):
+        h = hashlib.sha256()
+        for name in sorted(os.listdir(directory)):
+            if name.endswith(".py"):
+                with open(os.path.join(directory, name), "rb") as f:
+                    h.update(name.encode() + f.read())
+        return h.hexdigest()[:12]
+    installed = digest(os.path.dirname(tsagg.__file__))
+    tree = digest(os.path.join(REPO, "tsagg"))
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "commit": git("rev-parse", "--short", "HEAD"),
         "tsagg_dirty": bool(git("status", "--porcelain", "--", "tsagg")),
         "tsagg_from": os.path.dirname(tsagg.__file__),
+        "tsagg_installed_sha": installed,
+        "tsagg_matches_tree": installed == tree,
         "quick": args.quick, "runs": args.runs,
         "python": platform.python_version(),
         "spt3g": getattr(spt3g, "__version__", "?"),
         "twisted": twisted.__version__,
         "cpus": os.cpu_count(),
+        "proto_fixes": PROTO, "proto_fixes_lag": PROTO_LAG,
         "loadavg_start": os.getloadavg(),
         "command": "make bench" + (" BENCH_ARGS=--quick" if args.quick
                                    else ""),
@@ -346,6 +376,15 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     tmp = os.path.join(args.out, "tmp")
     os.makedirs(tmp, exist_ok=True)
+
+    global PROTO, PROTO_LAG
+    try:
+        import crc32c  # the lazyload prototype needs it
+        del crc32c
+    except ImportError:
+        log("no crc32c package: the fixes are prototyped without lazyload")
+        PROTO = throughput.PROTO_FIXES = PROTO.replace(",lazyload", "")
+        PROTO_LAG = PROTO_LAG.replace(",lazyload", "")
 
     started = time.monotonic()
     results = {"meta": meta(args)}

@@ -13,12 +13,15 @@ import sys
 import time
 
 from common import (BENCH_DIR, bytes_on_disk, cpu_seconds, minor_faults,
-                    proc_status_kb)
+                    proc_status_kb, warm_page_cache)
 
 PY = sys.executable
 TWISTD = os.path.join(os.path.dirname(PY), "twistd")
 SENDER = os.path.join(BENCH_DIR, "sender.py")
 CPP = os.path.join(BENCH_DIR, "cpp_receiver.py")
+INPROC = os.path.join(BENCH_DIR, "inproc.py")
+#: The fixes recommended for tsagg, as bench-only prototypes (inproc.py).
+PROTO_FIXES = "mallopt,bufsize=1048576,writev,lazyload"
 
 
 class BenchError(RuntimeError):
@@ -71,6 +74,10 @@ def receiver_command(kind, port, data_dir, fsync=False):
         if not fsync:
             cmd.append("--no-fsync")
         return cmd
+    if kind == "tsagg-proto":
+        # tsagg with the recommended fixes prototyped from bench code.
+        return [PY, INPROC, "receive", "--port", str(port), "--data-dir",
+                data_dir, "--exp", PROTO_FIXES]
     return [PY, CPP, "127.0.0.1:%d" % port, os.path.join(data_dir, "out.g3")]
 
 
@@ -79,7 +86,7 @@ def run_once(kind, case, count, workdir, sender_mode="plain", timeout=120,
     """
     Stream C{count} frames of C{case} to one receiver and time it.
 
-    @param kind: C{'tsagg'} or C{'cpp'}.
+    @param kind: C{'tsagg'}, C{'cpp'} or C{'tsagg-proto'}.
     @param profile: C{(py-spy executable, output path)}: sample the
         receiver with py-spy (raw collapsed stacks) while it receives.
     @return: A L{dict}: seconds, bytes, cpu_s, vmhwm_kb, ...
@@ -98,6 +105,8 @@ def run_once(kind, case, count, workdir, sender_mode="plain", timeout=120,
         hello = _read_json(sender, "port", 60)
         port, frame_bytes = hello["port"], hello["frame_bytes"]
         expected = frame_bytes * count
+        warm_page_cache(workdir, int(expected * 1.2))
+        os.sync()
         receiver = subprocess.Popen(
             receiver_command(kind, port, data_dir), cwd=workdir,
             stdout=open(os.path.join(workdir, "receiver.out"), "w"),
