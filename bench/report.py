@@ -225,7 +225,10 @@ def markdown(results):
                 "G3Writer never fsyncs, so tsagg runs with --no-fsync here. "
                 "fixed* = a RecordingService process with the prototyped "
                 "fixes, the third receiver of the same alternation. "
-                "faults/MB = minor page faults of the receiver per MB.",
+                "faults/MB = minor page faults of the receiver per MB. "
+                "Each run starts on a warmed page cache (this VM hands idle "
+                "memory back to its host; the first write into it is "
+                "several times slower, whichever receiver makes it).",
                 "", _table(THROUGHPUT_HEADER, throughput_rows(results)), ""]
     peer = results.get("real_peer")
     if peer:
@@ -246,7 +249,9 @@ def markdown(results):
         out += ["## Reactor lag at full ingest", "",
                 "RecordingService in the bench process, a 10 Hz LoopingCall "
                 "in the same reactor; files rotate every second (closed "
-                "files are removed by another process).", "",
+                "files are removed by another process). Percentiles are "
+                "nearest-rank: with under 100 samples p99 is the maximum.",
+                "",
                 _table(["frames", "fsync", "tsagg", "MB/s", "CPU s/GB",
                         "lag p50 ms", "p99 ms", "max ms", "samples",
                         "VmHWM MiB"], rows),
@@ -289,7 +294,9 @@ def markdown(results):
                      "%.0f" % (s["vmhwm_kb"] / 1024), _f(s["lag"]["p99_ms"])])
         s = rss.get("slow_proto")
         if s:
-            rows.append(["slow (20 MB/s), fixed*", _f(s["MBps"], "%.0f"),
+            # Its writer counts bytes when they are queued for the writer
+            # thread, not when they reach the disk.
+            rows.append(["slow (20 MB/s), fixed*", "n/a",
                          "%.0f" % (s["vmhwm_kb"] / 1024),
                          _f(s["lag"]["p99_ms"])])
         out += ["## Peak memory, 13 MB frames", "",
@@ -315,6 +322,27 @@ def markdown(results):
                 "writer thread, the transport paused past 64 MB queued.", "",
                 _table(["frames", "variation", "MB/s", "frames/s", "CPU s/GB",
                         "faults/MB", "lag p99 ms"], rows), ""]
+    stages = results.get("stages")
+    if stages:
+        rows = []
+        for r in stages:
+            for name, v in r.get("stages", {}).items():
+                rows.append(["%s, fsync %s" % (r["case"],
+                                               "on" if r["fsync"] else "off"),
+                             name, v["n"], _f(v["p50_ms"], "%.2f"),
+                             _f(v["p99_ms"], "%.2f"), _f(v["max_ms"], "%.2f"),
+                             _f(v["total_s"], "%.2f")])
+            rows.append(["%s, fsync %s" % (r["case"],
+                                           "on" if r["fsync"] else "off"),
+                         "**reactor lag (10 Hz LoopingCall)**", r["lag"]["n"],
+                         _f(r["lag"]["p50_ms"], "%.2f"),
+                         _f(r["lag"]["p99_ms"], "%.2f"),
+                         _f(r["lag"]["max_ms"], "%.2f"), ""])
+        out += ["## Where the reactor's time goes (stage timers)", "",
+                "Each call of a stage timed in the reactor thread while "
+                "ingesting at full speed, files rotating every second.", "",
+                _table(["case", "stage", "calls", "p50 ms", "p99 ms",
+                        "max ms", "total s"], rows), ""]
     prof = results.get("profile")
     if prof:
         for case, p in prof.items():
@@ -357,8 +385,12 @@ def rst(results):
            "runs from the sender's first byte to the last byte on disk, and "
            "CPU is user+sys of the receiving process.", "",
            "Run it with::", "",
-           "    make bench                      # full, about 6 minutes",
-           "    make bench BENCH_ARGS=--quick   # about 2-3 minutes", "",
+           "    make bench                      # full, about 9 minutes",
+           "    make bench BENCH_ARGS=--quick   # about 3 minutes", "",
+           "Each run starts on a warmed page cache: on this VM, memory "
+           "left idle is handed back to the host, and the first write "
+           "into it is several times slower, whichever receiver makes it.",
+           "",
            "It prints every target as PASS or MISS and writes "
            "``bench/results/results.md``, ``results.json`` and "
            "``bench.png``.  The numbers below: %s, commit %s, %s mode, "
