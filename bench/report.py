@@ -194,8 +194,9 @@ def markdown(results):
     m = results["meta"]
     out = ["# tsagg vs spt3g's C++ G3Reader -> G3Writer", "",
            "%s, commit %s%s%s, %s mode (%d throughput runs per receiver), "
-           "Python %s, spt3g %s, Twisted %s, %d CPUs, load average at start "
-           "%.2f. Command: `%s`. Whole run: %.0f s." % (
+           "Python %s, spt3g %s, Twisted %s, %d CPUs, load average %.2f at "
+           "the start and %.2f at the end (the machine is shared: outside "
+           "load shows up as noise). Command: `%s`. Whole run: %.0f s." % (
                m["date"], m["commit"],
                " (tsagg/ modified)" if m.get("tsagg_dirty") else "",
                "" if m.get("tsagg_matches_tree", True) else
@@ -203,6 +204,7 @@ def markdown(results):
                % m.get("tsagg_from"),
                "quick" if m["quick"] else "full", m["runs"], m["python"],
                m["spt3g"], m["twisted"], m["cpus"], m["loadavg_start"][0],
+               m.get("loadavg_end", [float("nan")])[0],
                m["command"], m.get("seconds", 0)), ""]
 
     out += ["## Targets", "",
@@ -394,11 +396,12 @@ def rst(results):
            "It prints every target as PASS or MISS and writes "
            "``bench/results/results.md``, ``results.json`` and "
            "``bench.png``.  The numbers below: %s, commit %s, %s mode, "
-           "%d CPUs (load average %.2f at start), Python %s, spt3g %s, "
-           "Twisted %s." % (m["date"], m["commit"],
-                            "quick" if m["quick"] else "full", m["cpus"],
-                            m["loadavg_start"][0], m["python"], m["spt3g"],
-                            m["twisted"]), ""]
+           "%d CPUs (load average %.2f at the start, %.2f at the end), "
+           "Python %s, spt3g %s, Twisted %s." % (
+               m["date"], m["commit"], "quick" if m["quick"] else "full",
+               m["cpus"], m["loadavg_start"][0],
+               m.get("loadavg_end", [float("nan")])[0], m["python"],
+               m["spt3g"], m["twisted"]), ""]
     out += ["Targets", "-------", "",
             "*fixed* is tsagg with the fixes recommended by the profile, "
             "prototyped in the benchmark's own code and measured in the same "
