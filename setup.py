@@ -16,6 +16,7 @@ setup(
         "twisted>=22.10",
         "spt3g>=1.0",
         "zope.interface",
+        "crc32c",
         "numpy",
         "ocs>=0.12",
     ],

@@ -104,6 +104,9 @@ class RecordingTests(ServiceTestCase):
         peer.transport.write(b"".join(sent))
         yield wait_until(lambda: service.status["frames_written"] == 21)
         self.assertTrue(service.status["connected"])
+        # Megabyte frames are read a mebibyte at a time.
+        proto = yield service.whenConnected()
+        self.assertEqual(proto.transport.bufferSize, 1 << 20)
         yield service.stopService()
         [(path, raws)] = files_and_frames(self.dir)
         self.assertEqual(raws, sent)

@@ -592,3 +592,65 @@ class ReplayTests(WriterTestCase):
         self.writer.streamStarted(self.producer)
         self.send(F.observation(frame_num=0), F.scan(40))
         self.assertEqual(self.writer.status["frames_dropped_upstream"], 0)
+
+
+class DeferredSync:
+    """
+    A C{run_blocking} that runs each job only when the test says so.
+    """
+
+    def __init__(self):
+        self.jobs = []
+
+    def __call__(self, job):
+        from twisted.internet import defer
+        d = defer.Deferred()
+        self.jobs.append((job, d))
+        return d
+
+    def run_all(self):
+        jobs, self.jobs = self.jobs, []
+        for job, d in jobs:
+            d.callback(job())
+
+
+class SyncOffTheReactorTests(WriterTestCase):
+    """
+    The fsync and close of a finished file go to C{run_blocking}; closing
+    the writer waits for them.
+    """
+
+    def test_close_waits_for_the_sync(self):
+        sync = DeferredSync()
+        writer = self.make_writer(run_blocking=sync, fsync=True)
+        self.send(F.scan(1), writer=writer)
+        d = writer.close()
+        self.assertNoResult(d)
+        self.assertEqual(len(sync.jobs), 1)
+        sync.run_all()
+        self.successResultOf(d)
+        self.assertIsNone(writer.close())
+
+    def test_rotation_does_not_wait(self):
+        sync = DeferredSync()
+        writer = self.make_writer(run_blocking=sync, fsync=True)
+        self.send(F.scan(1), writer=writer)
+        self.clock.advance(self.time_per_file)
+        self.send(F.scan(2), writer=writer)
+        self.assertEqual(len(sync.jobs), 1)
+        self.assertEqual(writer.status["files_written"], 2)
+        sync.run_all()
+        d = writer.close()
+        sync.run_all()
+        self.successResultOf(d)
+        self.assertEqual(len(self.files()), 2)
+
+    def test_sync_failure_is_reported(self):
+        def failing(job):
+            from twisted.internet import defer
+            job()
+            return defer.succeed(OSError(errno.EIO, "I/O error"))
+        writer = self.make_writer(run_blocking=failing, fsync=True)
+        self.send(F.scan(1), writer=writer)
+        writer.close()
+        self.assertIn("I/O error", writer.status["last_error"])

@@ -11,6 +11,7 @@ from ocs import ocs_agent, site_config
 from twisted.internet import defer, task
 
 from tsagg import sostream, wire
+from tsagg.memory import keep_freed_memory
 from tsagg.service import RecordingService, tcp_endpoint_description
 
 __all__ = ["TimestreamAggregator", "make_parser", "main", "str_to_bool"]
@@ -330,6 +331,7 @@ def main(args=None):
     args = site_config.parse_args(agent_class="TimestreamAggregator",
                                   parser=make_parser(), args=args)
     from twisted.internet import reactor
+    keep_freed_memory()
     agent, runner = ocs_agent.init_site_agent(args)
     aggregator = TimestreamAggregator(
         agent, service_maker(args, reactor),

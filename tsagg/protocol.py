@@ -9,7 +9,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
 from tsagg import wire
-from tsagg.frames import CorruptFrame, load_frame
+from tsagg.frames import CorruptFrame, receive_frame
 from tsagg.interfaces import IFrameSink
 
 __all__ = ["G3StreamProtocol", "G3StreamFactory", "StreamStats"]
@@ -68,6 +68,10 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
     def connectionMade(self):
         factory = self.factory
         self.callLater = factory.clock.callLater
+        if hasattr(self.transport, "bufferSize"):
+            # Frames are megabytes: Twisted's 64 KiB reads cost a call, an
+            # allocation and a piece to join for every 64 KiB.
+            self.transport.bufferSize = factory.read_size
         self._splitter = wire.FrameSplitter(**factory.limits)
         self._sink = factory.sink
         self._stats = factory.stats
@@ -92,7 +96,7 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
         sink = self._sink
         for raw in frames:
             try:
-                frame = load_frame(raw)
+                frame = receive_frame(raw)
             except CorruptFrame as e:
                 self._fail("frame rejected by spt3g: %s" % (e,))
                 return
@@ -139,7 +143,10 @@ class G3StreamFactory(Factory):
         L{None} for never.
     @ivar limits: Keyword arguments of L{wire.FrameSplitter}.
     @ivar stats: The L{StreamStats} of all connections.
+    @ivar read_size: Bytes asked of the socket per read.
     """
+
+    read_size = 1 << 20
 
     protocol = G3StreamProtocol
 

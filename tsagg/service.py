@@ -6,7 +6,7 @@ this.
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.endpoints import clientFromString
 from twisted.logger import Logger
 
@@ -50,10 +50,11 @@ class RecordingService(Service):
         self.endpoint_description = endpoint_description
         self.endpoint = clientFromString(reactor, endpoint_description)
         if writer is None:
-            writer = RotatingWriter(data_dir, reactor,
-                                    time_per_file=time_per_file,
-                                    gap_timeout=gap_timeout,
-                                    default_stream_id=stream_id, fsync=fsync)
+            writer = RotatingWriter(
+                data_dir, reactor, time_per_file=time_per_file,
+                gap_timeout=gap_timeout, default_stream_id=stream_id,
+                fsync=fsync, run_blocking=lambda f: threads.deferToThreadPool(
+                    reactor, reactor.getThreadPool(), f))
         self.writer = writer
         self.factory = G3StreamFactory(writer, reactor,
                                        idle_timeout=idle_timeout,
@@ -87,9 +88,9 @@ class RecordingService(Service):
         return d
 
     def _stopped(self, result):
-        self.writer.close()
-        self.log.info("Recording stopped")
-        return None
+        d = defer.maybeDeferred(self.writer.close)
+        d.addCallback(lambda _: self.log.info("Recording stopped"))
+        return d
 
     def whenConnected(self, failAfterFailures=None):
         """

@@ -103,14 +103,17 @@ class FrameFields:
     take in place of a C{G3Frame}.
     """
 
-    def __init__(self, raw):
+    def __init__(self, raw, entries=None):
         """
         @param raw: The bytes of one whole frame.
+        @param entries: Its entries, if L{wire.frame_entries} already found
+            them.
         @raise wire.FrameError: C{raw} is not one frame.
         """
+        if entries is None:
+            entries = wire.frame_entries(raw)
         self._blobs = {key.decode("ascii"): blob
-                       for key, blob in wire.frame_entries(raw)
-                       if key in SO_KEYS}
+                       for key, blob in entries if key in SO_KEYS}
 
     def __contains__(self, key):
         return key in self._blobs

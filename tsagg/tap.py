@@ -5,6 +5,7 @@
 from twisted.python import usage
 
 from tsagg import sostream, wire
+from tsagg.memory import keep_freed_memory
 from tsagg.service import RecordingService, tcp_endpoint_description
 
 __all__ = ["Options", "makeService"]
@@ -81,6 +82,7 @@ def makeService(options, reactor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
+    keep_freed_memory()
     endpoint = options["endpoint"] or tcp_endpoint_description(
         options["address"], options["port"])
     return RecordingService(

@@ -16,11 +16,12 @@ import os
 import stat
 from collections import deque
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from tsagg import sostream
-from tsagg.frames import frame_type_code
+from tsagg.frames import raw_type_code
 from tsagg.interfaces import IFrameSink
 
 __all__ = ["RotatingWriter", "FilePolicy", "Acquisition", "OutsideDataDir"]
@@ -116,6 +117,23 @@ class _OpenFile:
         self.data_frames = 0
 
 
+def _sync_and_close(fd, fsync):
+    """
+    Sync a finished file to disk and close it.
+
+    @return: The L{OSError} of the sync, or L{None}.
+    """
+    error = None
+    try:
+        if fsync:
+            os.fsync(fd)
+    except OSError as e:
+        error = e
+    finally:
+        os.close(fd)
+    return error
+
+
 @implementer(IFrameSink)
 class RotatingWriter:
     """
@@ -139,9 +157,11 @@ class RotatingWriter:
     closed, and the acquisition goes on in a new file at the configured
     place.
 
-    Writes and C{fsync} run in the reactor thread: a stalled file system
-    stalls the reactor, so the socket is not read and nothing piles up in
-    memory.  A write or sync slower than C{slow_write} seconds is logged and
+    Writes run in the reactor thread: a stalled file system stalls the
+    reactor, so the socket is not read and nothing piles up in memory.  The
+    C{fsync} and close of a finished file, which can take long on a busy
+    disk, run through C{run_blocking} (a thread, in the service) when one is
+    given.  A write or sync slower than C{slow_write} seconds is logged and
     counted once it returns.
 
     @ivar data_dir: The absolute, real path of the data directory.
@@ -156,7 +176,8 @@ class RotatingWriter:
 
     def __init__(self, data_dir, clock, time_per_file=600.0, gap_timeout=10.0,
                  default_stream_id="unknown", fsync=True, retry_interval=1.0,
-                 max_held_frames=1024, opener=os.open, slow_write=1.0):
+                 max_held_frames=1024, opener=os.open, slow_write=1.0,
+                 run_blocking=None):
         safe = sostream.sanitize_stream_id(default_stream_id)
         if safe != default_stream_id:
             raise ValueError("stream id %r is not a safe directory name"
@@ -166,6 +187,10 @@ class RotatingWriter:
         self.policy = FilePolicy(time_per_file, gap_timeout)
         self.default_stream_id = default_stream_id
         self.fsync = fsync
+        # Runs a function off the reactor thread, returning a Deferred of
+        # its result; None runs it inline.
+        self._run_blocking = run_blocking
+        self._syncing = set()
         self.retry_interval = retry_interval
         self.max_held_frames = max_held_frames
         self._opener = opener
@@ -284,7 +309,17 @@ class RotatingWriter:
                            "written; they are lost", count=len(self._held))
             self._held.clear()
         self._end_acquisition("stop")
-        return None
+        return self.synced()
+
+    def synced(self):
+        """
+        @return: A L{Deferred} that fires when every closed file is synced
+            and closed, or L{None} if none is pending.
+        """
+        if not self._syncing:
+            return None
+        return defer.DeferredList(list(self._syncing)).addCallback(
+            lambda _: None)
 
     # -- the SO stream rules ---------------------------------------------------
 
@@ -294,10 +329,10 @@ class RotatingWriter:
 
         @raise OSError: Writing it failed; nothing of it is on disk.
         """
-        code = frame_type_code(frame)
+        code = raw_type_code(raw)
         # The rules read their keys from the raw bytes: spt3g's decoder of a
         # blob allocates whatever length a hostile blob declares.
-        fields = sostream.FrameFields(raw)
+        fields = sostream.FrameFields(raw, getattr(frame, "entries", None))
         num = sostream.frame_num(fields)
         if self._replaying:
             # A new connection begins with the sender's cached metadata,
@@ -480,17 +515,26 @@ class RotatingWriter:
             return
         self._file = None
         self.last_file = f.path
-        started = self.clock.seconds()
-        try:
-            if self.fsync:
-                os.fsync(f.fd)
-        except OSError as e:
-            self._note_error("fsync of %s failed: %s" % (f.path, e))
-        finally:
-            os.close(f.fd)
-            self._timed("fsync of " + f.path, started)
         self.log.info("Closed {path} ({why}): {frames} frames, {size} bytes",
                       path=f.path, why=why, frames=f.frames, size=f.size)
+        started = self.clock.seconds()
+        if self._run_blocking is None:
+            self._synced(_sync_and_close(f.fd, self.fsync), f, started)
+            return
+        d = self._run_blocking(lambda: _sync_and_close(f.fd, self.fsync))
+        self._syncing.add(d)
+
+        def done(error):
+            self._syncing.discard(d)
+            self._synced(error, f, started)
+        d.addCallback(done)
+        d.addErrback(lambda failure: self.log.failure(
+            "Syncing {path} failed", failure, path=f.path))
+
+    def _synced(self, error, f, started):
+        self._timed("fsync of " + f.path, started)
+        if error is not None:
+            self._note_error("fsync of %s failed: %s" % (f.path, error))
 
     def _end_acquisition(self, why):
         self._close_file(why)
