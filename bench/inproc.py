@@ -169,6 +169,11 @@ def apply_experiments(names, service):
     """
     import tsagg.protocol
     for name in names:
+        if name == "lazyload" and not hasattr(tsagg.protocol, "load_frame"):
+            # tsagg no longer loads every frame through spt3g itself.
+            SKIPPED.append(name + ": tsagg.protocol.load_frame is gone "
+                           "(tsagg loads lazily itself)")
+            continue
         if name == "mallopt":
             libc = ctypes.CDLL("libc.so.6")
             libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD
@@ -370,6 +375,7 @@ def _lazy_loader(real_load, threshold=1 << 16, small_blob=4096):
 
 
 STAGES = {}
+SKIPPED = []
 
 
 def _stage_timers(service):
@@ -389,7 +395,10 @@ def _stage_timers(service):
             finally:
                 samples.append(time.perf_counter() - t)
         return wrapper
-    tsagg.protocol.load_frame = timed("load_frame", tsagg.protocol.load_frame)
+    for loader in ("load_frame", "receive_frame"):
+        if hasattr(tsagg.protocol, loader):
+            setattr(tsagg.protocol, loader,
+                    timed(loader, getattr(tsagg.protocol, loader)))
     tsagg.wire.FrameSplitter.feed = timed("FrameSplitter.feed",
                                           tsagg.wire.FrameSplitter.feed)
     writer = service.writer
@@ -504,6 +513,8 @@ def ingest(reactor, args):
         }
         if STAGES:
             result["stages"] = stage_summary()
+        if SKIPPED:
+            result["exp_skipped"] = SKIPPED
         emit(result)
     finally:
         kill(sender)

@@ -6,10 +6,12 @@ last byte on disk, and the receiver's CPU seconds over the same span.
 
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from common import (BENCH_DIR, bytes_on_disk, cpu_seconds, minor_faults,
@@ -28,21 +30,50 @@ class BenchError(RuntimeError):
     pass
 
 
-def _read_json(proc, key, timeout):
+class Lines:
     """
-    Read JSON lines from a process's stdout until one has C{key}.
+    The JSON lines of a process's stdout, read by a thread, so that waiting
+    for one can time out and notice a receiver that died.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        line = proc.stdout.readline()
-        if not line:
-            raise BenchError("process %d ended before saying %r"
-                             % (proc.pid, key))
-        msg = json.loads(line)
-        if key in msg:
-            return msg
-        if time.monotonic() > deadline:
-            raise BenchError("no %r from process %d" % (key, proc.pid))
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.queue = queue.Queue()
+        t = threading.Thread(target=self._read, daemon=True)
+        t.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                self.queue.put(json.loads(line))
+            except ValueError:
+                pass
+        self.queue.put(None)
+
+    def wait_for(self, key, timeout, watch=None, what="receiver"):
+        """
+        The next message that has C{key}.
+
+        @param watch: A process (the receiver) whose exit is an error.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError("no %r from process %d in %g s"
+                                 % (key, self.proc.pid, timeout))
+            try:
+                msg = self.queue.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                if watch is not None and watch.poll() is not None:
+                    raise BenchError("the %s exited (code %s) while waiting "
+                                     "for %r" % (what, watch.returncode, key))
+                continue
+            if msg is None:
+                raise BenchError("process %d ended before saying %r"
+                                 % (self.proc.pid, key))
+            if key in msg:
+                return msg
 
 
 def _stop(proc, sig=signal.SIGTERM, timeout=10):
@@ -102,7 +133,8 @@ def run_once(kind, case, count, workdir, sender_mode="plain", timeout=120,
             [PY, SENDER, "--mode", sender_mode, "--case", case,
              "--count", str(count), "--port", str(port), "--wait-go"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        hello = _read_json(sender, "port", 60)
+        lines = Lines(sender)
+        hello = lines.wait_for("port", 60)
         port, frame_bytes = hello["port"], hello["frame_bytes"]
         expected = frame_bytes * count
         warm_page_cache(workdir, int(expected * 1.2))
@@ -113,7 +145,7 @@ def run_once(kind, case, count, workdir, sender_mode="plain", timeout=120,
             stderr=subprocess.STDOUT,
             env=dict(os.environ, **(env or {})))
         if sender_mode == "plain":
-            _read_json(sender, "accepted", 30)
+            lines.wait_for("accepted", 30, watch=receiver)
         else:
             # G3NetworkSender accepts only when it sends: give the receiver
             # time to connect (the kernel completes the handshake), then go.
@@ -131,17 +163,19 @@ def run_once(kind, case, count, workdir, sender_mode="plain", timeout=120,
         flt0 = minor_faults(receiver.pid)
         sender.stdin.write("go\n")
         sender.stdin.flush()
-        t0 = _read_json(sender, "t0", 10)["t0"]
+        t0 = lines.wait_for("t0", 10)["t0"]
         # Sleep on the pipe (no CPU) while the sender works; it finishes at
         # most a socket buffer ahead of the receiver.
-        _read_json(sender, "t1", timeout)
+        lines.wait_for("t1", timeout, watch=receiver)
         deadline = time.monotonic() + timeout
         while True:
             on_disk = bytes_on_disk(data_dir)
             if on_disk >= expected:
                 t_end = time.monotonic()
                 break
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or (
+                    receiver.poll() is not None and on_disk < expected
+                    and bytes_on_disk(data_dir) < expected):
                 raise BenchError("%s wrote %d of %d bytes" % (kind, on_disk,
                                                              expected))
             time.sleep(0.001)
