@@ -1,5 +1,7 @@
 """
-tsagg's RecordingService in this process's reactor, next to a 10 Hz
+tsagg's RecordingService in this process's reactor, set up as the twistd and
+OCS shells set up their process (tsagg.memory.keep_freed_memory, when tsagg
+has it), next to a 10 Hz
 LoopingCall that records its own lateness (the reactor lag an OCS heartbeat
 or an operator command would see).
 
@@ -783,6 +785,13 @@ def main():
     os.makedirs(args.data_dir, exist_ok=True)
     if args.mode == "stop" and not args.slow_mbps:
         args.slow_mbps = 20.0
+    try:
+        # What the process shells (twistd tsagg, the OCS agent) do first.
+        from tsagg.memory import keep_freed_memory
+    except ImportError:
+        pass
+    else:
+        keep_freed_memory()
     run = {"ingest": ingest, "streams": streams, "stop": stop,
            "receive": receive}[args.mode]
     task.react(lambda reactor: run(reactor, args))
