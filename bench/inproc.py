@@ -20,6 +20,7 @@ Bench code only wraps or subclasses tsagg's classes; it never edits them.
 import argparse
 import ctypes
 import fcntl
+import inspect
 import json
 import os
 import shutil
@@ -33,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (BENCH_DIR, emit, lag_summary, minor_faults,  # noqa: E402
                     proc_status_kb, self_cpu_seconds)
 
-from twisted.internet import defer, task  # noqa: E402
+from twisted.internet import defer, task, threads  # noqa: E402
 
 from tsagg.service import RecordingService, tcp_endpoint_description  # noqa
 from tsagg.writer import RotatingWriter  # noqa: E402
@@ -443,9 +444,14 @@ def kill(proc):
 def make_service(reactor, port, data_dir, fsync=False, time_per_file=3600.0,
                  opener=os.open, writer_class=TimedWriter, stream_id="unknown",
                  idle_timeout=30.0):
+    extra = {}
+    if "run_blocking" in inspect.signature(RotatingWriter).parameters:
+        # As RecordingService sets up the writer it makes itself.
+        extra["run_blocking"] = lambda f: threads.deferToThreadPool(
+            reactor, reactor.getThreadPool(), f)
     writer = writer_class(data_dir, reactor, time_per_file=time_per_file,
                           gap_timeout=10.0, default_stream_id=stream_id,
-                          fsync=fsync, opener=opener)
+                          fsync=fsync, opener=opener, **extra)
     return RecordingService(reactor, tcp_endpoint_description("127.0.0.1",
                                                                port),
                             data_dir, idle_timeout=idle_timeout,
