@@ -104,7 +104,7 @@ Backpressure
     ``tests/faulty_twistd.py``, fed about 100 MB as fast as loopback goes.
     Writes block the reactor, so tsagg does not read the socket while it
     writes; the sender waits.  The bound is one frame being written, one
-    frame being received and one socket read (64 KiB), plus frames held
+    frame being received and one socket read (1 MiB), plus frames held
     while the disk fails (at most ``max_held_frames``, and in practice
     those of one read, as the socket is paused at the first failure).
 Shutdown
