@@ -168,6 +168,9 @@ def apply_experiments(names, service):
       writethread  prototype: the same batches, and fsync+close, go to a
                    writer thread (the reactor pauses the transport while
                    more than 64 MB wait); bench only, no error handling
+      slicedwrite  prototype: the reactor writes at most 1 MiB per turn
+                   (callLater(0) between slices), the transport paused
+                   while a frame's slices wait; bench only
       stages       time each stage (split, load, write) per call
     """
     import tsagg.protocol
@@ -214,13 +217,16 @@ def apply_experiments(names, service):
             _batching(service)
         elif name == "writethread":
             _batching(service, threaded=True)
+        elif name == "slicedwrite":
+            _batching(service, sliced=True)
         elif name == "stages":
             _stage_timers(service)
         elif name:
             raise SystemExit("unknown experiment %r" % (name,))
 
 
-def _batching(service, threaded=False, max_queued=64 << 20):
+def _batching(service, threaded=False, max_queued=64 << 20, sliced=False,
+              slice_bytes=1 << 20):
     """
     Prototype of batched writes, to size the gain before anyone changes
     tsagg: RotatingWriter._write_bytes collects the frames of one read and
@@ -278,8 +284,38 @@ def _batching(service, threaded=False, max_queued=64 << 20):
                 while rest:
                     rest = rest[os.write(fd, rest):]
 
+    def write_slice():
+        # One bounded write per reactor turn.
+        state["slicing"] = None
+        fd = state["fd"]
+        budget = slice_bytes
+        while pending and budget > 0:
+            head = pending[0]
+            n = os.write(fd, head[:budget])
+            budget -= n
+            if n == len(head):
+                pending.pop(0)
+            else:
+                pending[0] = head[n:]
+        if pending:
+            from twisted.internet import reactor
+            state["slicing"] = reactor.callLater(0, write_slice)
+        elif state["paused"]:
+            state["paused"] = False
+            if writer._producer is not None:
+                writer._producer.resumeProducing()
+
     def flush():
         fd = state["fd"]
+        if sliced:
+            if pending and state.get("slicing") is None:
+                from twisted.internet import reactor
+                producer = writer._producer
+                if not state["paused"] and producer is not None:
+                    state["paused"] = True
+                    producer.pauseProducing()
+                state["slicing"] = reactor.callLater(0, write_slice)
+            return
         if threaded and pending:
             size = sum(len(b) for b in pending)
             with lock:
@@ -299,14 +335,26 @@ def _batching(service, threaded=False, max_queued=64 << 20):
         if state["fd"] is not None and state["fd"] != f.fd:
             flush()
         state["fd"] = f.fd
-        pending.append(raw)
+        pending.append(memoryview(raw) if sliced else raw)
         f.size += len(raw)
         writer.bytes_written += len(raw)
 
     close_file = writer._close_file
 
     def close_then(why):
-        flush()
+        if sliced:
+            call = state.get("slicing")
+            if call is not None and call.active():
+                call.cancel()
+            state["slicing"] = None
+            if pending:
+                write_all(state["fd"], pending)
+            if state["paused"]:
+                state["paused"] = False
+                if writer._producer is not None:
+                    writer._producer.resumeProducing()
+        else:
+            flush()
         if not threaded:
             close_file(why)
             return

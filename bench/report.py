@@ -321,7 +321,10 @@ def markdown(results):
                 "os.writev(); `lazyload` = frames over 64 kB are CRC-checked "
                 "with the crc32c package and spt3g loads only their small "
                 "entries; `writethread` = writes, fsync and close in a "
-                "writer thread, the transport paused past 64 MB queued.", "",
+                "writer thread, the transport paused past 64 MB queued; "
+                "`slicedwrite` = the reactor writes at most 1 MiB per turn "
+                "(callLater(0) between slices), the transport paused while "
+                "a frame's slices wait.", "",
                 _table(["frames", "variation", "MB/s", "frames/s", "CPU s/GB",
                         "faults/MB", "lag p99 ms"], rows), ""]
     stages = results.get("stages")

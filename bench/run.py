@@ -44,7 +44,7 @@ REPO = os.path.dirname(BENCH_DIR)
 
 #: The recommended fixes, as bench-only prototypes (see inproc.py).
 PROTO = throughput.PROTO_FIXES
-PROTO_LAG = "mallopt,bufsize=1048576,lazyload,writethread"
+PROTO_LAG = "mallopt,bufsize=1048576,lazyload,slicedwrite"
 RECEIVERS = ("tsagg", "cpp", "tsagg-proto")
 
 #: (case, frames per run full, frames per run quick)
