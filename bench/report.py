@@ -379,7 +379,7 @@ def _rst_table(header, rows):
 def rst(results):
     m = results["meta"]
     title = "Performance"
-    out = [":orphan:", "",
+    out = [
            ".. The numbers below are written by bench/run.py --docs; "
            "edit the generator, not the numbers.", "",
            title, "=" * len(title), "",
