@@ -31,7 +31,9 @@ class IFrameSink(Interface):
         """
         One whole, CRC-checked frame arrived.
 
-        @param frame: The deserialized C{spt3g.core.G3Frame}.
+        @param frame: The frame, as a L{tsagg.frames.LazyFrame}: indexing it
+            or its attributes give those of the C{spt3g.core.G3Frame}, which
+            spt3g deserializes on that first use.
         @param raw: The frame's bytes exactly as they came off the wire.
         @type raw: L{bytes}
         """
