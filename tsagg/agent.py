@@ -10,7 +10,7 @@ import txaio
 from ocs import ocs_agent, site_config
 from twisted.internet import defer, task
 
-from tsagg import sostream, wire
+from tsagg import options, wire
 from tsagg.memory import keep_freed_memory
 from tsagg.service import RecordingService, tcp_endpoint_description
 
@@ -45,35 +45,24 @@ def str_to_bool(value):
     raise argparse.ArgumentTypeError("not a boolean: %r" % (value,))
 
 
-def _positive(kind):
-    def convert(text):
+def _argparse_type(convert):
+    """
+    One of L{tsagg.options}' converters as an argparse C{type}, whose
+    message argparse shows as it is.
+    """
+    def checked(text):
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError("not a number: %r" % (text,))
-        if value <= 0:
-            raise argparse.ArgumentTypeError("must be positive: %r" % (text,))
-        return value
-    convert.__name__ = "positive " + kind.__name__
-    return convert
+            return convert(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e))
+    checked.__name__ = convert.__name__
+    return checked
 
 
-def _port(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a TCP port: %r" % (text,))
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError("not a TCP port: %r" % (text,))
-    return value
-
-
-def _stream_id(text):
-    if sostream.sanitize_stream_id(text) != text:
-        raise argparse.ArgumentTypeError(
-            "%r is not a plain directory name of letters, digits, '_', '-' "
-            "and '.', not starting with '.'" % (text,))
-    return text
+_positive_float = _argparse_type(options.positive(float))
+_positive_int = _argparse_type(options.positive(int))
+_port = _argparse_type(options.port)
+_stream_id = _argparse_type(options.stream_id)
 
 
 class TimestreamAggregator:
@@ -265,7 +254,7 @@ def make_parser(parser=None):
         help="Start the stream Process (recording) as soon as the agent "
              "starts: True/False, true/false or 1/0. Alone, it means True.")
     group.add_argument(
-        "--time-per-file", type=_positive(float), default=600.0,
+        "--time-per-file", type=_positive_float, default=600.0,
         help="Seconds after which a file is closed and the acquisition goes "
              "on in the next one.")
     group.add_argument(
@@ -282,15 +271,15 @@ def make_parser(parser=None):
         help="Directory name for a stream whose frames carry no "
              "sostream_id.")
     group.add_argument(
-        "--gap-timeout", type=_positive(float), default=10.0,
+        "--gap-timeout", type=_positive_float, default=10.0,
         help="Seconds without a frame after which the current file is "
              "closed and the next data begins a new acquisition.")
     group.add_argument(
-        "--idle-timeout", type=_positive(float), default=30.0,
+        "--idle-timeout", type=_positive_float, default=30.0,
         help="Seconds without a byte from the sender after which the "
              "connection is dropped and made again.")
     group.add_argument(
-        "--max-frame-size", type=_positive(int),
+        "--max-frame-size", type=_positive_int,
         default=wire.DEFAULT_MAX_FRAME_SIZE,
         help="Largest frame accepted, in bytes; a larger one drops the "
              "connection.")

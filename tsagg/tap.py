@@ -4,28 +4,11 @@
 
 from twisted.python import usage
 
-from tsagg import sostream, wire
+from tsagg import options, wire
 from tsagg.memory import keep_freed_memory
 from tsagg.service import RecordingService, tcp_endpoint_description
 
 __all__ = ["Options", "makeService"]
-
-
-def _positive(kind):
-    def convert(text):
-        value = kind(text)
-        if value <= 0:
-            raise ValueError("must be positive")
-        return value
-    convert.coerceDoc = "Must be positive."
-    return convert
-
-
-def _port(text):
-    value = int(text)
-    if not 0 < value < 65536:
-        raise ValueError("not a TCP port")
-    return value
 
 
 class Options(usage.Options):
@@ -41,22 +24,23 @@ class Options(usage.Options):
 
     optParameters = [
         ["address", "a", "localhost", "Host of the G3NetworkSender."],
-        ["port", "p", 50000, "TCP port of the G3NetworkSender.", _port],
+        ["port", "p", 50000, "TCP port of the G3NetworkSender.", options.port],
         ["data-dir", "d", "/data/", "Directory the files are written under."],
         ["time-per-file", "t", 600.0,
          "Seconds after which a file is closed and the next one begun.",
-         _positive(float)],
+         options.positive(float)],
         ["stream-id", "s", "unknown",
-         "Directory name for a stream whose frames carry no sostream_id."],
+         "Directory name for a stream whose frames carry no sostream_id.",
+         options.stream_id],
         ["gap-timeout", "g", 10.0,
          "Seconds without a frame after which the acquisition ends.",
-         _positive(float)],
+         options.positive(float)],
         ["idle-timeout", None, 30.0,
          "Seconds without any byte after which the connection is dropped "
-         "and made again.", _positive(float)],
+         "and made again.", options.positive(float)],
         ["max-frame-size", None, wire.DEFAULT_MAX_FRAME_SIZE,
          "Largest frame accepted, in bytes; a larger one drops the "
-         "connection.", _positive(int)],
+         "connection.", options.positive(int)],
         ["endpoint", None, None,
          "Twisted client endpoint of the sender, e.g. "
          "'tcp:host=h:port=50000'; overrides --address and --port."],
@@ -66,10 +50,6 @@ class Options(usage.Options):
     ]
 
     def postOptions(self):
-        if sostream.sanitize_stream_id(self["stream-id"]) != self["stream-id"]:
-            raise usage.UsageError(
-                "--stream-id must be a plain directory name of letters, "
-                "digits, '_', '-' and '.', not starting with '.'")
         if not self["data-dir"]:
             raise usage.UsageError("--data-dir must not be empty")
 
