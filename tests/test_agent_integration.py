@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from twisted.internet import defer, reactor, task, threads
 from twisted.logger import Logger
 from twisted.trial import unittest
 
+from tests.test_integration import free_port
 from tests.util import files_and_frames, types_in
 from tsagg.frames import load_frame
 
@@ -30,12 +30,6 @@ log = Logger()
 
 INSTANCE = "timestream-agg"
 STREAM_ID = "crate1slot2"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def find_executable(name):
