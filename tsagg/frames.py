@@ -15,14 +15,10 @@ copies a frame twice; skipping it when nobody looks at the frame is what
 lets tsagg keep up with spt3g's C++ reader.
 """
 
+import crc32c as _crc32c
 from spt3g import core
 
 from tsagg import wire
-
-try:
-    import crc32c as _crc32c
-except ImportError:  # pragma: no cover - crc32c is a dependency
-    _crc32c = None
 
 __all__ = ["core", "BINDING", "CorruptFrame", "load_frame", "dump_frame",
            "frame_type_code", "raw_type_code", "receive_frame", "LazyFrame",
@@ -165,21 +161,21 @@ class LazyFrame:
                                              len(self.raw))
 
 
-def receive_frame(raw):
+def receive_frame(raw, entries=None):
     """
     Check one whole frame from the wire and make it usable.
 
     @param raw: The frame's bytes, as the splitter cut them.
-    @return: A L{LazyFrame}; or, without the crc32c package, the
-        C{G3Frame} spt3g loaded.
+    @param entries: Its entries, if the splitter found them on the way, as
+        from L{wire.frame_entries}.
+    @return: A L{LazyFrame}.
     @raise CorruptFrame: The CRC does not match, or the layout is wrong.
     """
-    if _crc32c is None:  # pragma: no cover
-        return load_frame(raw)
-    try:
-        entries = wire.frame_entries(raw)
-    except wire.FrameError as e:
-        raise CorruptFrame(str(e))
+    if entries is None:
+        try:
+            entries = wire.frame_entries(raw)
+        except wire.FrameError as e:
+            raise CorruptFrame(str(e))
     recorded = int.from_bytes(raw[-4:], "little")
     calculated = crc_of_entries(entries, len(raw))
     if recorded != calculated:

@@ -135,6 +135,17 @@ class FrameSplitter:
             set.
         @rtype: L{list} of L{bytes}
         """
+        return [raw for raw, _ in self.split(data)]
+
+    def split(self, data):
+        """
+        Like L{feed}, with the entries of each frame when they were found on
+        the way.
+
+        @return: C{(raw, entries)} for each frame completed by C{data}:
+            C{entries} as L{frame_entries} would give them (views of
+            C{raw}), or L{None} for a frame that spanned reads.
+        """
         frames = []
         if self.error is not None:
             return frames
@@ -150,9 +161,14 @@ class FrameSplitter:
                 if self._size == 0:
                     # At a frame boundary: whole frames inside this read are
                     # parsed with direct offsets, the common case.
-                    frame_end = self._whole_frame_end(view, pos, end)
-                    if frame_end is not None:
-                        frames.append(view[pos:frame_end].tobytes())
+                    whole = self._whole_frame(view, pos, end)
+                    if whole is not None:
+                        frame_end, spans = whole
+                        raw = view[pos:frame_end].tobytes()
+                        rv = memoryview(raw)
+                        frames.append((raw, [
+                            (view[k:b].tobytes(), rv[b + 8 - pos:e - pos])
+                            for k, b, e in spans]))
                         self.offset += frame_end - pos
                         pos = frame_end
                         continue
@@ -166,13 +182,15 @@ class FrameSplitter:
 
     # -- whole frames within one buffer -------------------------------------
 
-    def _whole_frame_end(self, view, pos, end):
+    def _whole_frame(self, view, pos, end):
         """
-        Find the end of a frame that starts at C{pos} and lies wholly in
-        C{view[:end]}.
+        Find a frame that starts at C{pos} and lies wholly in C{view[:end]}.
 
-        @return: The offset one past the frame's CRC, or L{None} if the frame
-            is not complete within the buffer (nothing is consumed then).
+        @return: The offset one past the frame's CRC and, for each entry,
+            the offsets C{(key, blob length, blob end)}: its key runs from
+            the first to the second, its blob from 8 bytes after the second
+            to the third.  L{None} if the frame is not complete within the
+            buffer (nothing is consumed then).
         @raise FrameError: The frame is invalid.
         """
         if end - pos < _HEADER_SIZE:
@@ -183,6 +201,7 @@ class FrameSplitter:
         unpack_u64 = _U64.unpack_from
         max_key = self.max_key_length
         p = pos + _HEADER_SIZE
+        spans = []
         for _ in range(entries):
             if p + 8 > end:
                 return None
@@ -190,20 +209,23 @@ class FrameSplitter:
             if klen > max_key:
                 raise KeyTooLong("key of %d bytes exceeds the limit of %d"
                                  % (klen, max_key))
-            p += 8 + klen
+            key = p + 8
+            p = key + klen
             if p + 8 > end:
                 return None
             (blen,) = unpack_u64(view, p)
+            blob_len = p
             p += 8
             if blen > limit - p:
                 raise FrameTooLarge("frame exceeds the limit of %d bytes"
                                     % (self.max_frame_size,))
             p += blen
+            spans.append((key, blob_len, p))
         if p + _CRC_SIZE > limit:
             raise FrameTooLarge("frame exceeds the limit of %d bytes"
                                 % (self.max_frame_size,))
         p += _CRC_SIZE
-        return p if p <= end else None
+        return (p, spans) if p <= end else None
 
     def _check_header(self, flag, version, entries, ftype):
         if flag != _ENDIANNESS_LITTLE:
@@ -242,7 +264,7 @@ class FrameSplitter:
                 self._parts = []
                 self._size = 0
                 self.offset += len(frame)
-                frames.append(frame)
+                frames.append((frame, None))
                 return pos
         self._parts.append(view[start:pos])
         self._size += pos - start
