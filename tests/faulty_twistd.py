@@ -22,16 +22,16 @@ def _target(fd):
 
 
 def install():
-    real_write, real_fsync = os.write, os.fsync
+    real_writev, real_fsync = os.writev, os.fsync
     rate = float(os.environ.get("TSAGG_TEST_WRITE_RATE", "0"))
     fsync_log = os.environ.get("TSAGG_TEST_FSYNC_LOG")
 
     if rate > 0:
-        def write(fd, data):
+        def writev(fd, buffers):
             if _target(fd).endswith(".g3"):
-                time.sleep(len(data) / rate)
-            return real_write(fd, data)
-        os.write = write
+                time.sleep(sum(len(b) for b in buffers) / rate)
+            return real_writev(fd, buffers)
+        os.writev = writev
 
     if fsync_log:
         def fsync(fd):

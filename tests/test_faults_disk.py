@@ -262,10 +262,10 @@ class StallTests(DiskFaultTestCase):
 
     @defer.inlineCallbacks
     def test_stalling_disk_is_reported_and_loses_nothing(self):
-        real_write = os.write
+        real_writev = os.writev
         stalls = []
 
-        def stalling_write(fd, data):
+        def stalling_writev(fd, buffers):
             try:
                 target = os.readlink("/proc/self/fd/%d" % fd)
             except OSError:
@@ -273,8 +273,8 @@ class StallTests(DiskFaultTestCase):
             if target.endswith(".g3") and len(stalls) < 3:
                 stalls.append(fd)
                 time.sleep(0.4)
-            return real_write(fd, data)
-        self.patch(os, "write", stalling_write)
+            return real_writev(fd, buffers)
+        self.patch(os, "writev", stalling_writev)
         sent = [F.raw(F.observation())] + big_scans(2, 20)
         with faultlog.PeakRSS() as peak:
             conn = yield self.start(slow_write=0.3)

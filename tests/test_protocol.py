@@ -38,9 +38,11 @@ class RecordingSink:
         self.producer = producer
         self.events.append("started")
 
-    def frameReceived(self, frame, raw):
-        self.frames.append(frame)
-        self.raws.append(raw)
+    def framesReceived(self, frames):
+        self.events.append(len(frames))
+        for frame in frames:
+            self.frames.append(frame)
+            self.raws.append(frame.raw)
 
     def streamStopped(self, reason):
         self.events.append("stopped")
@@ -81,6 +83,17 @@ class DeliveryTests(ProtocolTestCase):
         self.assertEqual(self.sink.raws, raws)
         self.assertEqual(self.sink.frames[1]["frame_num"], 1)
         self.assertEqual(self.stats["bytes_received"], len(b"".join(raws)))
+
+    def test_the_frames_of_one_read_come_as_one_batch(self):
+        raws = [F.raw(F.scan(n)) for n in range(1, 4)]
+        data = b"".join(raws)
+        self.proto.dataReceived(data)
+        cut = len(raws[0]) + 10
+        self.proto.dataReceived(data[:cut])
+        self.proto.dataReceived(data[cut:])
+        self.assertEqual(self.sink.events, ["started", 3, 1, 2])
+        self.assertEqual(self.sink.raws, raws + raws)
+        self.assertEqual(self.factory.stats.frames_received, 6)
 
     def test_sink_gets_the_transport_as_producer(self):
         self.assertIs(self.sink.producer, self.transport)

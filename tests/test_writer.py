@@ -543,17 +543,17 @@ class WriteFailureTests(WriterTestCase):
     def test_write_error_midway_truncates_to_frame_boundary(self):
         self.send(F.scan(1))
         path = self.writer.status["current_file"]
-        real_write = os.write
+        real_writev = os.writev
         calls = []
 
-        def short_then_fail(fd, data):
-            calls.append(len(data))
+        def short_then_fail(fd, views):
+            calls.append(len(views))
             if len(calls) == 1:
-                return real_write(fd, bytes(data[:10]))
+                return real_writev(fd, [views[0][:10]])
             raise OSError(errno.ENOSPC, "No space left on device")
-        self.patch(os, "write", short_then_fail)
+        self.patch(os, "writev", short_then_fail)
         self.send(F.scan(2))
-        self.patch(os, "write", real_write)
+        self.patch(os, "writev", real_writev)
         self.assertEqual(os.path.getsize(path), len(F.raw(F.scan(1))))
         self.clock.advance(1)
         self.writer.close()
@@ -654,3 +654,230 @@ class SyncOffTheReactorTests(WriterTestCase):
         self.send(F.scan(1), writer=writer)
         writer.close()
         self.assertIn("I/O error", writer.status["last_error"])
+
+
+class CountingWritev:
+    """
+    Wraps C{os.writev}, remembering the bytes asked of each call.
+    """
+
+    def __init__(self, testcase):
+        self.calls = []
+        self.fail_after = None
+        self._real = os.writev
+        testcase.patch(os, "writev", self)
+
+    def __call__(self, fd, buffers):
+        self.calls.append(sum(len(b) for b in buffers))
+        if self.fail_after is not None and len(self.calls) > self.fail_after:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self._real(fd, buffers)
+
+
+class WriteQueueTests(WriterTestCase):
+    """
+    The frames of one batch go to disk in one writev; a frame larger than
+    C{write_slice} is written over several reactor turns, with the producer
+    paused meanwhile, and files still only end at frame boundaries.
+    """
+
+    def lazy(self, *frames):
+        from tsagg.frames import receive_frame
+        return [receive_frame(F.raw(frame)) for frame in frames]
+
+    def test_one_writev_per_batch(self):
+        writev = CountingWritev(self)
+        batch = self.lazy(*[F.scan(n) for n in range(2, 12)])
+        self.writer.framesReceived(batch)
+        self.assertEqual(writev.calls, [sum(len(f.raw) for f in batch)])
+        self.assertEqual(self.writer.status["frames_written"], 10)
+        self.writer.close()
+        [(_, raws)] = self.files()
+        self.assertEqual(raws, [f.raw for f in batch])
+
+    def test_large_frame_written_over_several_turns(self):
+        writer = self.make_writer(write_slice=256)
+        writer.streamStarted(self.producer)
+        writev = CountingWritev(self)
+        batch = self.lazy(F.scan(2), F.scan(3))
+        size = sum(len(f.raw) for f in batch)
+        writer.framesReceived(batch)
+        self.assertEqual(writev.calls, [256])
+        self.assertTrue(self.producer.paused)
+        self.assertEqual(writer.status["frames_written"], 0)
+        self.clock.advance(0)
+        self.assertFalse(self.producer.paused)
+        self.assertEqual(self.producer.resumes, 1)
+        self.assertEqual(sum(writev.calls), size)
+        self.assertTrue(all(n <= 256 for n in writev.calls))
+        self.assertEqual(writer.status["frames_written"], 2)
+        self.assertEqual(writer.status["bytes_written"], size)
+        writer.close()
+        [(_, raws)] = self.files()
+        self.assertEqual(raws, [f.raw for f in batch])
+
+    def test_rotation_waits_for_the_frame_being_written(self):
+        writer = self.make_writer(write_slice=100, time_per_file=5)
+        writer.streamStarted(self.producer)
+        writev = CountingWritev(self)
+        sent = self.send(F.scan(2), writer=writer)
+        path = writer.status["current_file"]
+        # The rotation comes due while the frame is half written.
+        self.clock.callLater(0, self.clock.advance, 5)
+        self.clock.advance(0)
+        self.assertEqual(os.path.getsize(path), len(sent[0]))
+        # Not one large write to finish the frame before closing.
+        self.assertTrue(all(n <= 100 for n in writev.calls), writev.calls)
+        self.assertIsNone(writer.status["current_file"])
+        self.assertEqual(writer.status["last_file"], path)
+        writer.close()
+        [(_, raws)] = self.files()
+        self.assertEqual(raws, sent)
+
+    def test_failure_in_a_later_slice_cuts_the_frame_and_holds_it(self):
+        writer = self.make_writer(write_slice=256)
+        writer.streamStarted(self.producer)
+        first = self.send(F.scan(2), writer=writer)
+        self.clock.advance(0)
+        writev = CountingWritev(self)
+        writev.fail_after = 1
+        second = self.send(F.scan(3), F.scan(4), writer=writer)
+        self.clock.advance(0)
+        status = writer.status
+        self.assertEqual(status["write_errors"], 1)
+        self.assertEqual(status["frames_held"], 2)
+        self.assertTrue(self.producer.paused)
+        [(_, raws)] = self.files()
+        self.assertEqual(raws, first)
+        writev.fail_after = None
+        self.clock.advance(writer.retry_interval)
+        self.assertEqual(writer.status["frames_held"], 0)
+        self.assertFalse(self.producer.paused)
+        writer.close()
+        files = self.files()
+        self.assertEqual([raws for _, raws in files], [first, second])
+
+    def test_held_frames_keep_their_order_around_metadata(self):
+        writev = CountingWritev(self)
+        writev.fail_after = 0
+        batch = self.lazy(F.scan(2), F.wiring(frame_num=3), F.scan(4))
+        self.writer.framesReceived(batch)
+        self.assertEqual(self.writer.status["frames_held"], 3)
+        writev.fail_after = None
+        self.clock.advance(self.writer.retry_interval)
+        self.writer.close()
+        [(_, raws)] = self.files()
+        # Nothing replayed ahead of the frames it came after, nothing twice.
+        self.assertEqual(raws, [f.raw for f in batch])
+
+    def test_close_writes_what_is_queued(self):
+        writer = self.make_writer(write_slice=64)
+        writer.streamStarted(self.producer)
+        sent = self.send(F.scan(2), F.scan(3), writer=writer)
+        writer.close()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        [(_, raws)] = self.files()
+        self.assertEqual(raws, sent)
+
+    def test_disconnect_writes_what_is_queued(self):
+        writer = self.make_writer(write_slice=64)
+        writer.streamStarted(self.producer)
+        sent = self.send(F.scan(2), writer=writer)
+        writer.streamStopped(Failure(Exception("gone")))
+        self.assertIsNone(writer.status["current_file"])
+        self.clock.advance(0)
+        writer.close()
+        [(_, raws)] = self.files()
+        self.assertEqual(raws, sent)
+
+    def test_start_frame_waits_for_the_queue(self):
+        writer = self.make_writer(write_slice=64)
+        writer.streamStarted(self.producer)
+        sent = self.send(F.scan(2), F.flow(F.START), F.scan(3),
+                         writer=writer)
+        self.clock.advance(0)
+        writer.close()
+        files = self.files()
+        self.assertEqual([raws for _, raws in files], [sent[:1], sent[2:]])
+
+    def test_failed_write_before_a_start_keeps_the_order(self):
+        writev = CountingWritev(self)
+        writev.fail_after = 0
+        batch = self.lazy(F.scan(2), F.flow(F.START), F.scan(3))
+        sent = [f.raw for f in batch]
+        self.writer.framesReceived(batch)
+        self.assertEqual(self.writer.status["frames_held"], 3)
+        writev.fail_after = None
+        self.clock.advance(self.writer.retry_interval)
+        self.writer.close()
+        files = self.files()
+        self.assertEqual([raws for _, raws in files], [sent[:1], sent[2:]])
+
+    def test_rejects_a_slice_of_nothing(self):
+        self.assertRaises(ValueError, self.make_writer, write_slice=0)
+
+
+class DataSyncTests(WriterTestCase):
+    """
+    The open file's data is synced off the reactor every C{sync_every}
+    bytes, so that a stop has little left to sync.
+    """
+
+    def test_datasync_after_sync_every_bytes(self):
+        sync = DeferredSync()
+        size = len(F.raw(F.scan(2)))
+        writer = self.make_writer(run_blocking=sync, fsync=True,
+                                  sync_every=2 * size)
+        self.send(F.scan(2), writer=writer)
+        self.assertEqual(sync.jobs, [])
+        self.send(F.scan(3), F.scan(4), writer=writer)
+        self.assertEqual(len(sync.jobs), 1)
+        # One at a time.
+        self.send(F.scan(5), F.scan(6), writer=writer)
+        self.assertEqual(len(sync.jobs), 1)
+        sync.run_all()
+        self.send(F.scan(7), writer=writer)
+        self.assertEqual(len(sync.jobs), 1)
+        sync.run_all()
+        self.assertEqual(writer.status["write_errors"], 0)
+        d = writer.close()
+        sync.run_all()
+        self.successResultOf(d)
+
+    def test_close_waits_for_a_running_datasync(self):
+        sync = DeferredSync()
+        writer = self.make_writer(run_blocking=sync, fsync=True,
+                                  sync_every=1)
+        sent = self.send(F.scan(2), writer=writer)
+        [(datasync, _)] = sync.jobs
+        d = writer.close()
+        # The close is not even started while the datasync runs: the file
+        # descriptor stays valid for it.
+        self.assertEqual(len(sync.jobs), 1)
+        sync.run_all()
+        self.assertNoResult(d)
+        self.assertEqual(len(sync.jobs), 1)
+        sync.run_all()
+        self.successResultOf(d)
+        [(_, raws)] = self.files()
+        self.assertEqual(raws, sent)
+
+    def test_datasync_failure_is_reported(self):
+        def failing(job):
+            from twisted.internet import defer
+            job()
+            return defer.succeed(OSError(errno.EIO, "I/O error"))
+        writer = self.make_writer(run_blocking=failing, fsync=True,
+                                  sync_every=1)
+        self.send(F.scan(2), writer=writer)
+        self.assertIn("fdatasync", writer.status["last_error"])
+        writer.close()
+
+    def test_no_datasync_without_fsync(self):
+        sync = DeferredSync()
+        writer = self.make_writer(run_blocking=sync, fsync=False,
+                                  sync_every=1)
+        self.send(F.scan(2), F.scan(3), writer=writer)
+        self.assertEqual(sync.jobs, [])
+        writer.close()
+        sync.run_all()

@@ -12,9 +12,9 @@ class IFrameSink(Interface):
     Something that takes the frames of one G3 stream, in order.
 
     The protocol calls C{streamStarted} when a connection is made, then
-    C{frameReceived} for every frame whose CRC spt3g accepted, then
-    C{streamStopped} when the connection is gone.  Across reconnects the same
-    sink sees many streams, one after the other.
+    C{framesReceived} with the frames of each read whose layout and CRC
+    passed, then C{streamStopped} when the connection is gone.  Across
+    reconnects the same sink sees many streams, one after the other.
     """
 
     status = Attribute("A L{dict} of the sink's live counters and state.")
@@ -27,15 +27,16 @@ class IFrameSink(Interface):
             pause it to stop reading the socket while it cannot keep up.
         """
 
-    def frameReceived(frame, raw):
+    def framesReceived(frames):
         """
-        One whole, CRC-checked frame arrived.
+        Whole, CRC-checked frames arrived: those that one read of the socket
+        completed, in stream order.
 
-        @param frame: The frame, as a L{tsagg.frames.LazyFrame}: indexing it
-            or its attributes give those of the C{spt3g.core.G3Frame}, which
+        @param frames: L{tsagg.frames.LazyFrame}s.  Each one's C{raw} is the
+            frame's bytes exactly as they came off the wire; indexing it or
+            its attributes give those of the C{spt3g.core.G3Frame}, which
             spt3g deserializes on that first use.
-        @param raw: The frame's bytes exactly as they came off the wire.
-        @type raw: L{bytes}
+        @type frames: L{list}
         """
 
     def streamStopped(reason):

@@ -92,17 +92,20 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
         stats = self._stats
         stats.bytes_received += len(data)
         splitter = self._splitter
-        frames = splitter.feed(data)
-        sink = self._sink
-        for raw in frames:
+        frames = []
+        error = None
+        for raw, entries in splitter.split(data):
             try:
-                frame = receive_frame(raw)
+                frames.append(receive_frame(raw, entries))
             except CorruptFrame as e:
-                self._fail("frame rejected by spt3g: %s" % (e,))
-                return
-            stats.frames_received += 1
-            sink.frameReceived(frame, raw)
-        if splitter.error is not None:
+                error = "frame rejected by spt3g: %s" % (e,)
+                break
+        if frames:
+            stats.frames_received += len(frames)
+            self._sink.framesReceived(frames)
+        if error is not None:
+            self._fail(error)
+        elif splitter.error is not None:
             self._fail("%s: %s" % (type(splitter.error).__name__,
                                    splitter.error))
 

@@ -6,9 +6,11 @@ file layout of the Simons Observatory::
 
     <data-dir>/<first 5 digits of basename>/<stream-id>/<basename>_<NNN>.g3
 
-Files are written with the raw bytes received, one frame at a time, so every
-file ends at a frame boundary.  Rotation and the gap timeout run on an
-injected clock (C{IReactorTime}); L{FilePolicy} decides, the writer acts.
+Files are written with the raw bytes received.  The frames of one read go
+to disk in one C{writev}, at most C{write_slice} bytes per reactor turn, and
+a file is only ever cut, rotated or closed at a frame boundary.  Rotation and
+the gap timeout run on an injected clock (C{IReactorTime}); L{FilePolicy}
+decides, the writer acts.
 """
 
 import errno
@@ -32,6 +34,11 @@ GAP = "gap"
 _OPEN_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL
                | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
 _MAX_FILE_INDEX = 10 ** 6
+# In the write queue, in place of the frame: metadata replayed at the top of
+# a new file, which is not a frame received.
+_REPLAYED = object()
+# Buffers per writev call.
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024)
 
 
 class OutsideDataDir(OSError):
@@ -112,9 +119,28 @@ class _OpenFile:
         self.opened_at = opened_at
         st = os.fstat(fd)
         self.identity = (st.st_dev, st.st_ino)
+        # Bytes of whole frames in the file.
         self.size = 0
+        # Bytes of the frame being written that are already in the file.
+        self.partial = 0
         self.frames = 0
         self.data_frames = 0
+        # Bytes known to be on disk, and the fdatasync now running, if any.
+        self.synced_size = 0
+        self.datasync = None
+
+
+def _datasync(fd):
+    """
+    Flush a file's data to disk, as far as written.
+
+    @return: The L{OSError}, or L{None}.
+    """
+    try:
+        os.fdatasync(fd)
+    except OSError as e:
+        return e
+    return None
 
 
 def _sync_and_close(fd, fsync):
@@ -159,10 +185,20 @@ class RotatingWriter:
 
     Writes run in the reactor thread: a stalled file system stalls the
     reactor, so the socket is not read and nothing piles up in memory.  The
-    C{fsync} and close of a finished file, which can take long on a busy
+    frames of one batch (L{framesReceived}: one read of the socket) are
+    queued and written with one C{writev}, at most C{write_slice} bytes per
+    reactor turn; while more wait, the producer is paused and the rest is
+    written in the next turns, so a large frame never holds the reactor for
+    long.  Anything that closes or changes the file (a flow-control or
+    metadata frame, a new session, rotation, a stop) first writes what is
+    queued.
+
+    The C{fsync} and close of a finished file, which can take long on a busy
     disk, run through C{run_blocking} (a thread, in the service) when one is
-    given.  A write or sync slower than C{slow_write} seconds is logged and
-    counted once it returns.
+    given; so does an C{fdatasync} of the open file after every
+    C{sync_every} bytes, which bounds what a stop has left to sync.  A write
+    or sync slower than C{slow_write} seconds is logged and counted once it
+    returns.
 
     @ivar data_dir: The absolute, real path of the data directory.
     @ivar default_stream_id: Directory name for streams that do not name
@@ -177,7 +213,7 @@ class RotatingWriter:
     def __init__(self, data_dir, clock, time_per_file=600.0, gap_timeout=10.0,
                  default_stream_id="unknown", fsync=True, retry_interval=1.0,
                  max_held_frames=1024, opener=os.open, slow_write=1.0,
-                 run_blocking=None):
+                 run_blocking=None, write_slice=1 << 20, sync_every=64 << 20):
         safe = sostream.sanitize_stream_id(default_stream_id)
         if safe != default_stream_id:
             raise ValueError("stream id %r is not a safe directory name"
@@ -195,6 +231,14 @@ class RotatingWriter:
         self.max_held_frames = max_held_frames
         self._opener = opener
         self.slow_write = slow_write
+        if write_slice is not None and write_slice <= 0:
+            raise ValueError("write_slice must be positive")
+        self.write_slice = write_slice
+        self.sync_every = sync_every
+        # Bytes waiting for the open file: [view of what is left, frame,
+        # raw] for each frame (_REPLAYED for replayed metadata).
+        self._out = deque()
+        self._out_call = None
 
         self._file = None
         self._acq = None
@@ -256,7 +300,7 @@ class RotatingWriter:
     def streamStarted(self, producer):
         self._producer = producer
         self._paused = False
-        if self._held:
+        if self._held or self._out:
             self._pause()
         # The sender replays its own metadata cache to each new connection;
         # ours would only duplicate it.
@@ -266,16 +310,33 @@ class RotatingWriter:
     def streamStopped(self, reason):
         self._producer = None
         self._paused = False
+        self._flush()
         if not self._held:
             self._end_acquisition("disconnect")
 
+    def framesReceived(self, frames):
+        self.last_frame_time = self.clock.seconds()
+        for frame in frames:
+            self._accept(frame, frame.raw)
+        self._write_some()
+
     def frameReceived(self, frame, raw):
+        """
+        One frame: a batch of one.
+
+        @param frame: The frame (a C{G3Frame} or a L{LazyFrame}).
+        @param raw: Its bytes.
+        """
+        self.last_frame_time = self.clock.seconds()
+        self._accept(frame, raw)
+        self._write_some()
+
+    def _accept(self, frame, raw):
         if self._closed:
             self.frames_lost += 1
             self.log.error("Frame arrived after the writer was closed; lost")
             return
         self.frames_received += 1
-        self.last_frame_time = self.clock.seconds()
         if self._held:
             self._hold(frame, raw)
             return
@@ -298,11 +359,14 @@ class RotatingWriter:
         """
         if self._closed:
             return None
+        self._flush()
         if self._held:
             self._drain()
         self._closed = True
         self._cancel(self._retry)
         self._retry = None
+        self._cancel(self._out_call)
+        self._out_call = None
         if self._held:
             self.frames_lost += len(self._held)
             self.log.error("Closing with {count} frames that could not be "
@@ -342,30 +406,38 @@ class RotatingWriter:
             else:
                 num = None
         fc = sostream.flow_control(fields)
+        session = sostream.session_id(fields) if fc is None else None
+        new_session = (self._acq is not None and session is not None
+                       and self._acq.session_id is not None
+                       and session != self._acq.session_id)
+        if self._out and (fc is not None or new_session
+                          or code not in sostream.DATA_TYPES):
+            # This frame may close the file or change what a new one starts
+            # with: what is queued goes first.
+            if not self._flush():
+                self._hold(frame, raw)
+                return
         if fc is not None:
             self._frame_nums.see(num)
             self._flow_control(fc)
             return
-        sid = sostream.stream_id(fields, code)
-        if sid is not None and self._stream_id is None:
-            self._stream_id = sid
-        session = sostream.session_id(fields)
-        if (self._acq is not None and session is not None
-                and self._acq.session_id is not None
-                and session != self._acq.session_id):
+        if self._stream_id is None:
+            self._stream_id = sostream.stream_id(fields, code)
+        if new_session:
             # A new session without a START: a new acquisition all the same.
             self._end_acquisition("new session %d" % (session,))
             self._frame_nums.reset()
         self._frame_nums.see(num)
         try:
-            self._write(raw, code, session)
+            self._write(frame, raw, code, session)
         except OSError as e:
             self._write_failed(e)
             self._hold(frame, raw, front=True)
             return
         if code not in sostream.DATA_TYPES:
-            self._metadata.pop(code, None)
-            self._metadata[code] = raw
+            # Metadata is cached once on disk, so that a new file never
+            # starts with a frame that is not in the files before it.
+            self._flush()
 
     def _flow_control(self, fc):
         name = sostream.FLOW_CONTROL_NAMES.get(fc)
@@ -386,9 +458,17 @@ class RotatingWriter:
 
     # -- files -------------------------------------------------------------------
 
-    def _write(self, raw, code, session):
+    def _write(self, frame, raw, code, session):
+        """
+        Queue one frame for the file it belongs in, opening that file if
+        need be.
+
+        @raise OSError: No file could be opened.
+        """
         now = self.clock.seconds()
-        if self._file is not None and not self._still_in_place(self._file):
+        if (self._file is not None and not self._out
+                and not self._still_in_place(self._file)):
+            # Checked once per batch: what is queued was checked with it.
             self.files_vanished += 1
             self._note_error("%s was removed or replaced while open; the "
                              "acquisition goes on in a new file"
@@ -398,10 +478,7 @@ class RotatingWriter:
             if self._acq is None:
                 self._begin_acquisition(session, now)
             self._open(now, code)
-        self._write_bytes(raw)
-        self._file.frames += 1
-        self._file.data_frames += 1
-        self.frames_written += 1
+        self._out.append([memoryview(raw), frame, raw])
         self._last_write = now
         if self._timer is None:
             self._schedule()
@@ -435,10 +512,9 @@ class RotatingWriter:
         self.log.info("Opened {path}", path=path)
         # Every file stands alone: it starts with the latest metadata of the
         # acquisition, except the kind of frame that is about to be written.
-        for code, raw in list(self._metadata.items()):
+        for code, raw in self._metadata.items():
             if code != opening_code:
-                self._write_bytes(raw)
-                self._file.frames += 1
+                self._out.append([memoryview(raw), _REPLAYED, raw])
 
     def _make_dirs(self, relative):
         """
@@ -470,22 +546,133 @@ class RotatingWriter:
             return False
         return (st.st_dev, st.st_ino) == f.identity
 
-    def _write_bytes(self, raw):
+    # -- the write queue ---------------------------------------------------
+
+    def _write_some(self):
+        """
+        Write up to C{write_slice} bytes of the queue now, and the rest in
+        later reactor turns, with the producer paused meanwhile.
+        """
+        if self._out_call is not None or not self._out:
+            # Written already, or a later turn is due to go on.
+            return
+        self._flush(self.write_slice)
+        if self._out:
+            self._pause()
+            self._out_call = self.clock.callLater(0, self._write_more)
+
+    def _write_more(self):
+        self._out_call = None
+        self._write_some()
+        if not self._out:
+            self._resume()
+
+    def _flush(self, budget=None):
+        """
+        Write what is queued for the open file: all of it, or C{budget}
+        bytes.
+
+        When writing fails, the partial frame is cut off the file, the
+        frames not written are held (in order, ahead of any already held)
+        and the file is given up.
+
+        @return: C{True} if nothing is left queued and nothing failed.
+        """
+        out = self._out
+        if not out:
+            return True
         f = self._file
-        view = memoryview(raw)
-        done = 0
         started = self.clock.seconds()
         try:
-            while done < len(view):
-                done += os.write(f.fd, view[done:])
-        except OSError:
-            if done:
-                self._truncate(f)
-            raise
-        finally:
+            while out and (budget is None or budget > 0):
+                views = []
+                size = 0
+                for item in out:
+                    view = item[0]
+                    if budget is not None and size + len(view) > budget:
+                        views.append(view[:budget - size])
+                        size = budget
+                        break
+                    views.append(view)
+                    size += len(view)
+                    if len(views) == _IOV_MAX:
+                        break
+                written = os.writev(f.fd, views)
+                if budget is not None:
+                    budget -= written
+                self._wrote(f, written)
+        except OSError as e:
             self._timed("write to " + f.path, started)
-        f.size += done
-        self.bytes_written += done
+            self._queue_failed(f, e)
+            return False
+        self._timed("write to " + f.path, started)
+        self._sync_some(f)
+        return not out
+
+    def _wrote(self, f, count):
+        """
+        Account for C{count} bytes written from the head of the queue.
+        """
+        out = self._out
+        while count:
+            item = out[0]
+            view = item[0]
+            if count < len(view):
+                item[0] = view[count:]
+                f.partial += count
+                return
+            count -= len(view)
+            out.popleft()
+            frame, raw = item[1], item[2]
+            f.size += len(raw)
+            f.partial = 0
+            f.frames += 1
+            self.bytes_written += len(raw)
+            if frame is _REPLAYED:
+                continue
+            f.data_frames += 1
+            self.frames_written += 1
+            code = raw_type_code(raw)
+            if code not in sostream.DATA_TYPES:
+                self._metadata.pop(code, None)
+                self._metadata[code] = raw
+
+    def _queue_failed(self, f, error):
+        if f.partial:
+            self._truncate(f)
+            f.partial = 0
+        failed = [(item[1], item[2]) for item in self._out
+                  if item[1] is not _REPLAYED]
+        self._out.clear()
+        self._write_failed(error)
+        # Ahead of anything held already: these came first.
+        for frame, raw in reversed(failed):
+            self._hold(frame, raw, front=True)
+
+    def _sync_some(self, f):
+        """
+        Have the data of the open file synced, off the reactor, once
+        C{sync_every} bytes are unsynced: a stop then waits for no more.
+        """
+        if (not self.fsync or self._run_blocking is None
+                or self.sync_every is None or f.datasync is not None
+                or f.size + f.partial - f.synced_size < self.sync_every):
+            return
+        size = f.size + f.partial
+        started = self.clock.seconds()
+        d = f.datasync = self._run_blocking(lambda: _datasync(f.fd))
+
+        def done(error):
+            f.datasync = None
+            self._timed("fdatasync of " + f.path, started)
+            if error is not None:
+                self._note_error("fdatasync of %s failed: %s"
+                                 % (f.path, error))
+            else:
+                f.synced_size = size
+        d.addCallback(done)
+        d.addErrback(lambda failure: self.log.failure(
+            "Syncing {path} failed", failure, path=f.path))
 
     def _timed(self, what, started):
         """
@@ -510,6 +697,9 @@ class RotatingWriter:
                            path=f.path, err=e)
 
     def _close_file(self, why):
+        if not self._flush():
+            # Writing failed: the file is given up, its frames held.
+            return
         f = self._file
         if f is None:
             return
@@ -517,16 +707,30 @@ class RotatingWriter:
         self.last_file = f.path
         self.log.info("Closed {path} ({why}): {frames} frames, {size} bytes",
                       path=f.path, why=why, frames=f.frames, size=f.size)
+        self._release(f, self.fsync)
+
+    def _release(self, f, fsync, report=True):
+        """
+        Sync (if C{fsync}) and close a file that is no longer written, after
+        any C{fdatasync} of it still running.
+
+        @param report: Whether a failed sync is an error to report.
+        """
         started = self.clock.seconds()
         if self._run_blocking is None:
-            self._synced(_sync_and_close(f.fd, self.fsync), f, started)
+            error = _sync_and_close(f.fd, fsync)
+            self._synced(error if report else None, f, started)
             return
-        d = self._run_blocking(lambda: _sync_and_close(f.fd, self.fsync))
+        if f.datasync is None:
+            d = self._run_blocking(lambda: _sync_and_close(f.fd, fsync))
+        else:
+            d = f.datasync.addCallback(lambda _: self._run_blocking(
+                lambda: _sync_and_close(f.fd, fsync)))
         self._syncing.add(d)
 
         def done(error):
             self._syncing.discard(d)
-            self._synced(error, f, started)
+            self._synced(error if report else None, f, started)
         d.addCallback(done)
         d.addErrback(lambda failure: self.log.failure(
             "Syncing {path} failed", failure, path=f.path))
@@ -554,6 +758,10 @@ class RotatingWriter:
     def _timer_fired(self):
         self._timer = None
         if self._acq is None or self._last_write is None:
+            return
+        if self._out:
+            # A large frame is still being written: decide after it.
+            self._timer = self.clock.callLater(0, self._timer_fired)
             return
         opened_at = self._file.opened_at if self._file else None
         action = self.policy.decide(self.clock.seconds(), opened_at,
@@ -592,17 +800,12 @@ class RotatingWriter:
                 self.files_written -= 1
             except OSError:
                 pass
+            fsync = False
         else:
             self.last_file = f.path
-        try:
-            if self.fsync:
-                os.fsync(f.fd)
-        except OSError:
-            pass
-        try:
-            os.close(f.fd)
-        except OSError:
-            pass
+            fsync = self.fsync
+        # The disk is failing: a failed sync of what it took is no news.
+        self._release(f, fsync, report=False)
 
     def _note_error(self, message):
         # The retries of a failing disk fail the same way every time: log
@@ -631,6 +834,15 @@ class RotatingWriter:
             self._paused = True
             self._producer.pauseProducing()
 
+    def _resume(self):
+        """
+        Resume the producer once nothing is held or queued.
+        """
+        if (self._paused and self._producer is not None
+                and not self._held and not self._out):
+            self._paused = False
+            self._producer.resumeProducing()
+
     def _retry_held(self):
         self._retry = None
         self._drain()
@@ -642,14 +854,14 @@ class RotatingWriter:
         if self._producer is None:
             # The stream went away while frames were held.
             self._end_acquisition("disconnect")
-        elif self._paused:
-            self._paused = False
-            self._producer.resumeProducing()
+        else:
+            self._resume()
 
     def _drain(self):
         while self._held:
             frame, raw = self._held.popleft()
             before = self.write_errors
             self._handle(frame, raw)
+            self._flush()
             if self.write_errors != before:
                 return
