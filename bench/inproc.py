@@ -1,14 +1,14 @@
 """
 tsagg's RecordingService in this process's reactor, set up as the twistd and
-OCS shells set up their process (tsagg.memory.keep_freed_memory, when tsagg
-has it), next to a 10 Hz
-LoopingCall that records its own lateness (the reactor lag an OCS heartbeat
-or an operator command would see).
+OCS shells set up their process (tsagg.memory.keep_freed_memory), next to a
+10 Hz LoopingCall that records its own lateness (the reactor lag an OCS
+heartbeat or an operator command would see).
 
 Modes (each prints one JSON line with its results):
 
   ingest   record one sender at full speed: lag while ingesting, CPU, peak
-           RSS (VmHWM), optionally onto a deliberately slow disk;
+           RSS (VmHWM), optionally onto a deliberately slow disk, and with
+           --stages the time of each stage of a read's way to disk;
   streams  32 services, each fed an SO-rate stream by spt3g's own
            G3NetworkSender (bench/so_senders.py): frames lost, CPU share,
            lag;
@@ -18,9 +18,7 @@ Bench code only wraps or subclasses tsagg's classes; it never edits them.
 """
 
 import argparse
-import ctypes
 import fcntl
-import inspect
 import json
 import os
 import shutil
@@ -36,6 +34,7 @@ from common import (BENCH_DIR, emit, lag_summary, minor_faults,  # noqa: E402
 
 from twisted.internet import defer, task, threads  # noqa: E402
 
+from tsagg.memory import keep_freed_memory  # noqa: E402
 from tsagg.service import RecordingService, tcp_endpoint_description  # noqa
 from tsagg.writer import RotatingWriter  # noqa: E402
 
@@ -93,8 +92,8 @@ class TimedWriter(RotatingWriter):
         self.last_frame = None
         self.stopped = defer.Deferred()
 
-    def frameReceived(self, frame, raw):
-        RotatingWriter.frameReceived(self, frame, raw)
+    def framesReceived(self, frames):
+        RotatingWriter.framesReceived(self, frames)
         now = self.clock.seconds()
         if self.first_frame is None:
             self.first_frame = now
@@ -148,291 +147,17 @@ def slow_opener(bytes_per_second, threads):
     return opener
 
 
-# -- experiments: what a change in tsagg would gain, measured without one ----
-
-def apply_experiments(names, service):
-    """
-    Bench-only variations used to size the recommended fixes.
-
-      mallopt      glibc keeps freed memory (no trim, no mmap per frame)
-      bufsize=N    read N bytes per recv instead of Twisted's 64 kB
-      noload       spt3g deserializes each distinct frame once only (an
-                   upper bound for decoding only the small SO keys)
-      crc          with noload: still CRC-check every frame (crc32c package)
-      lazyload     prototype: a frame over 64 kB is not deserialized whole;
-                   its CRC is checked with the crc32c package and spt3g
-                   loads a frame of only its small entries (the SO keys)
-      writev       prototype: the frames of one read go to disk in one
-                   os.writev() at the end of dataReceived (needs the
-                   writer's private _write_bytes/_close_file; bench only)
-      writethread  prototype: the same batches, and fsync+close, go to a
-                   writer thread (the reactor pauses the transport while
-                   more than 64 MB wait); bench only, no error handling
-      slicedwrite  prototype: the reactor writes at most 1 MiB per turn
-                   (callLater(0) between slices), the transport paused
-                   while a frame's slices wait; bench only
-      stages       time each stage (split, load, write) per call
-    """
-    import tsagg.protocol
-    for name in names:
-        if name == "lazyload" and not hasattr(tsagg.protocol, "load_frame"):
-            # tsagg no longer loads every frame through spt3g itself.
-            SKIPPED.append(name + ": tsagg.protocol.load_frame is gone "
-                           "(tsagg loads lazily itself)")
-            continue
-        if name == "mallopt":
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD
-            libc.mallopt(-3, 1 << 25)   # M_MMAP_THRESHOLD (32 MB max)
-        elif name.startswith("bufsize="):
-            size = int(name.split("=", 1)[1])
-            base = service.factory.protocol
-
-            class BigReads(base):
-                def connectionMade(self):
-                    self.transport.bufferSize = size
-                    base.connectionMade(self)
-            service.factory.protocol = BigReads
-        elif name == "noload":
-            real_load, cache = tsagg.protocol.load_frame, {}
-
-            def cached_load(raw):
-                frame = cache.get(len(raw))
-                if frame is None:
-                    frame = cache[len(raw)] = real_load(raw)
-                return frame
-            tsagg.protocol.load_frame = cached_load
-        elif name == "crc":
-            import crc32c
-            inner = tsagg.protocol.load_frame
-
-            def checked_load(raw):
-                crc32c.crc32c(raw)
-                return inner(raw)
-            tsagg.protocol.load_frame = checked_load
-        elif name == "lazyload":
-            tsagg.protocol.load_frame = _lazy_loader(
-                tsagg.protocol.load_frame)
-        elif name == "writev":
-            _batching(service)
-        elif name == "writethread":
-            _batching(service, threaded=True)
-        elif name == "slicedwrite":
-            _batching(service, sliced=True)
-        elif name == "stages":
-            _stage_timers(service)
-        elif name:
-            raise SystemExit("unknown experiment %r" % (name,))
-
-
-def _batching(service, threaded=False, max_queued=64 << 20, sliced=False,
-              slice_bytes=1 << 20):
-    """
-    Prototype of batched writes, to size the gain before anyone changes
-    tsagg: RotatingWriter._write_bytes collects the frames of one read and
-    the protocol flushes them with one os.writev() when the read is done.
-    Error handling is left out: a measuring device, not the fix.
-    """
-    writer = service.writer
-    if not (hasattr(writer, "_write_bytes") and hasattr(writer,
-                                                         "_close_file")):
-        raise SystemExit("writev: RotatingWriter internals changed")
-    pending = []
-    state = {"fd": None, "queued": 0, "paused": False}
-    max_iov = os.sysconf("SC_IOV_MAX")
-    if threaded:
-        import queue
-        from twisted.internet import reactor
-        jobs = queue.Queue()
-        lock = threading.Lock()
-
-        def resume():
-            producer = writer._producer
-            if state["paused"] and producer is not None:
-                state["paused"] = False
-                producer.resumeProducing()
-
-        def work():
-            while True:
-                job = jobs.get()
-                if job is None:
-                    return
-                kind, fd, data, size = job
-                if kind == "write":
-                    write_all(fd, data)
-                else:
-                    if data:
-                        os.fsync(fd)
-                    os.close(fd)
-                with lock:
-                    state["queued"] -= size
-                    low = state["queued"] < max_queued // 2
-                if low and state["paused"]:
-                    reactor.callFromThread(resume)
-        worker = threading.Thread(target=work, daemon=True)
-        worker.start()
-        reactor.addSystemEventTrigger("after", "shutdown", jobs.put, None)
-
-    def write_all(fd, batch):
-        while batch:
-            chunk = batch[:max_iov]
-            del batch[:max_iov]
-            total = sum(len(b) for b in chunk)
-            done = os.writev(fd, chunk)
-            if done < total:  # finish a short write piece by piece
-                rest = b"".join(bytes(b) for b in chunk)[done:]
-                while rest:
-                    rest = rest[os.write(fd, rest):]
-
-    def write_slice():
-        # One bounded write per reactor turn.
-        state["slicing"] = None
-        fd = state["fd"]
-        budget = slice_bytes
-        while pending and budget > 0:
-            head = pending[0]
-            n = os.write(fd, head[:budget])
-            budget -= n
-            if n == len(head):
-                pending.pop(0)
-            else:
-                pending[0] = head[n:]
-        if pending:
-            from twisted.internet import reactor
-            state["slicing"] = reactor.callLater(0, write_slice)
-        elif state["paused"]:
-            state["paused"] = False
-            if writer._producer is not None:
-                writer._producer.resumeProducing()
-
-    def flush():
-        fd = state["fd"]
-        if sliced:
-            if pending and state.get("slicing") is None:
-                from twisted.internet import reactor
-                producer = writer._producer
-                if not state["paused"] and producer is not None:
-                    state["paused"] = True
-                    producer.pauseProducing()
-                state["slicing"] = reactor.callLater(0, write_slice)
-            return
-        if threaded and pending:
-            size = sum(len(b) for b in pending)
-            with lock:
-                state["queued"] += size
-                high = state["queued"] > max_queued
-            jobs.put(("write", fd, list(pending), size))
-            del pending[:]
-            producer = writer._producer
-            if high and not state["paused"] and producer is not None:
-                state["paused"] = True
-                producer.pauseProducing()
-            return
-        write_all(fd, pending)
-
-    def write_bytes(raw):
-        f = writer._file
-        if state["fd"] is not None and state["fd"] != f.fd:
-            flush()
-        state["fd"] = f.fd
-        pending.append(memoryview(raw) if sliced else raw)
-        f.size += len(raw)
-        writer.bytes_written += len(raw)
-
-    close_file = writer._close_file
-
-    def close_then(why):
-        if sliced:
-            call = state.get("slicing")
-            if call is not None and call.active():
-                call.cancel()
-            state["slicing"] = None
-            if pending:
-                write_all(state["fd"], pending)
-            if state["paused"]:
-                state["paused"] = False
-                if writer._producer is not None:
-                    writer._producer.resumeProducing()
-        else:
-            flush()
-        if not threaded:
-            close_file(why)
-            return
-        f = writer._file
-        if f is None:
-            return
-        writer._file = None
-        writer.last_file = f.path
-        jobs.put(("close", f.fd, writer.fsync, 0))
-    writer._write_bytes = write_bytes
-    writer._close_file = close_then
-
-    base = service.factory.protocol
-
-    class Flushing(base):
-        def dataReceived(self, data):
-            base.dataReceived(self, data)
-            flush()
-    service.factory.protocol = Flushing
-
-
-def _lazy_loader(real_load, threshold=1 << 16, small_blob=4096):
-    """
-    Prototype of lazy frame loading, to size the gain: spt3g copies a frame
-    twice when it loads it (bytes -> std::string -> blobs) and then tsagg
-    uses only a few small keys.  Check the CRC without copying (spt3g's
-    CRC is the CRC-32C register over every key and blob, from 0 and never
-    inverted) and load a frame made of the small entries only.
-    """
-    import struct
-
-    import crc32c
-
-    from tsagg.frames import CorruptFrame
-
-    header, u64, u32 = (struct.Struct("<BIII"), struct.Struct("<Q"),
-                        struct.Struct("<I"))
-    mask = 0xFFFFFFFF
-
-    def crc_raw(crc, data):
-        return ~crc32c.crc32c(data, ~crc & mask) & mask
-
-    def load(raw):
-        if len(raw) < threshold:
-            return real_load(raw)
-        view = memoryview(raw)
-        _, _, entries, ftype = header.unpack_from(view, 0)
-        pos = header.size
-        crc = mini_crc = 0
-        parts = []
-        for _ in range(entries):
-            start = pos
-            (klen,) = u64.unpack_from(view, pos)
-            key = view[pos + 8:pos + 8 + klen]
-            pos += 8 + klen
-            (blen,) = u64.unpack_from(view, pos)
-            blob = view[pos + 8:pos + 8 + blen]
-            pos += 8 + blen
-            crc = crc_raw(crc_raw(crc, key), blob)
-            if blen <= small_blob:
-                parts.append(view[start:pos])
-                mini_crc = crc_raw(crc_raw(mini_crc, key), blob)
-        if u32.unpack_from(view, pos)[0] != crc:
-            raise CorruptFrame("CRC mismatch")
-        mini = b"".join([header.pack(1, 1, len(parts), ftype)] + parts
-                        + [u32.pack(mini_crc)])
-        return real_load(mini)
-    return load
-
+# -- stage timers -------------------------------------------------------------
 
 STAGES = {}
-SKIPPED = []
 
 
-def _stage_timers(service):
+def stage_timers(service):
     """
-    Wrap the stages of one frame's way to disk with timers.
+    Wrap the stages of a read's way to disk with timers (bench only: the
+    wrappers replace tsagg's functions in this process).
     """
+    import tsagg.frames
     import tsagg.protocol
     import tsagg.wire
 
@@ -446,18 +171,19 @@ def _stage_timers(service):
             finally:
                 samples.append(time.perf_counter() - t)
         return wrapper
-    for loader in ("load_frame", "receive_frame"):
-        if hasattr(tsagg.protocol, loader):
-            setattr(tsagg.protocol, loader,
-                    timed(loader, getattr(tsagg.protocol, loader)))
-    tsagg.wire.FrameSplitter.feed = timed("FrameSplitter.feed",
-                                          tsagg.wire.FrameSplitter.feed)
+    tsagg.wire.FrameSplitter.split = timed("split a read into frames",
+                                           tsagg.wire.FrameSplitter.split)
+    tsagg.protocol.receive_frame = timed("receive_frame (CRC check)",
+                                         tsagg.protocol.receive_frame)
+    # LazyFrame.load: spt3g deserializing a frame, if anything asks for it.
+    tsagg.frames.load_frame = timed("load_frame (spt3g, lazily)",
+                                    tsagg.frames.load_frame)
     writer = service.writer
-    if hasattr(writer, "_write_bytes"):
-        writer._write_bytes = timed("os.write of a frame",
-                                    writer._write_bytes)
-    if hasattr(writer, "_close_file"):
-        writer._close_file = timed("close file (fsync)", writer._close_file)
+    writer.framesReceived = timed("framesReceived (rules, queue, write)",
+                                  writer.framesReceived)
+    writer._flush = timed("write (writev) of a batch", writer._flush)
+    writer._close_file = timed("close file (the sync runs in a thread)",
+                               writer._close_file)
     base = service.factory.protocol
 
     class Timed(base):
@@ -492,14 +218,12 @@ def kill(proc):
 def make_service(reactor, port, data_dir, fsync=False, time_per_file=3600.0,
                  opener=os.open, writer_class=TimedWriter, stream_id="unknown",
                  idle_timeout=30.0):
-    extra = {}
-    if "run_blocking" in inspect.signature(RotatingWriter).parameters:
-        # As RecordingService sets up the writer it makes itself.
-        extra["run_blocking"] = lambda f: threads.deferToThreadPool(
-            reactor, reactor.getThreadPool(), f)
+    # run_blocking as RecordingService sets up the writer it makes itself.
     writer = writer_class(data_dir, reactor, time_per_file=time_per_file,
                           gap_timeout=10.0, default_stream_id=stream_id,
-                          fsync=fsync, opener=opener, **extra)
+                          fsync=fsync, opener=opener,
+                          run_blocking=lambda f: threads.deferToThreadPool(
+                              reactor, reactor.getThreadPool(), f))
     return RecordingService(reactor, tcp_endpoint_description("127.0.0.1",
                                                                port),
                             data_dir, idle_timeout=idle_timeout,
@@ -525,7 +249,8 @@ def ingest(reactor, args):
                                fsync=args.fsync,
                                time_per_file=args.time_per_file,
                                opener=opener)
-        apply_experiments(args.exp, service)
+        if args.stages:
+            stage_timers(service)
         writer = service.writer
         probe = LagProbe(reactor)
         probe.start()
@@ -549,7 +274,7 @@ def ingest(reactor, args):
         lags = probe.between(writer.first_frame, writer.last_frame)
         result = {
             "mode": "ingest", "case": args.case, "fsync": args.fsync,
-            "slow_mbps": args.slow_mbps, "exp": args.exp,
+            "slow_mbps": args.slow_mbps,
             "time_per_file": args.time_per_file,
             "frames": status["frames_written"],
             "bytes": status["bytes_written"],
@@ -569,27 +294,10 @@ def ingest(reactor, args):
         }
         if STAGES:
             result["stages"] = stage_summary()
-        if SKIPPED:
-            result["exp_skipped"] = SKIPPED
         emit(result)
     finally:
         kill(sender)
         kill(deleter)
-
-
-# -- a receiver process for the throughput runs --------------------------
-
-def receive(reactor, args):
-    """
-    Record --port until killed: tsagg with --exp applied, as a receiver
-    process of bench/throughput.py next to twistd tsagg and the C++ one.
-    """
-    service = make_service(reactor, args.port, args.data_dir,
-                           writer_class=RotatingWriter)
-    apply_experiments(args.exp, service)
-    service.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    return defer.Deferred()     # run until a signal stops the reactor
 
 
 # -- many streams --------------------------------------------------------------
@@ -816,8 +524,7 @@ def stop(reactor, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=("ingest", "streams", "stop",
-                                         "receive"))
+    parser.add_argument("mode", choices=("ingest", "streams", "stop"))
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--case", default="1.6MB")
@@ -828,26 +535,18 @@ def main():
                         help="remove closed files while ingesting")
     parser.add_argument("--slow-mbps", type=float, default=0.0,
                         help="a disk that takes this many MB/s")
-    parser.add_argument("--exp", default="",
-                        help="comma-separated experiments (see "
-                        "apply_experiments)")
+    parser.add_argument("--stages", action="store_true",
+                        help="ingest: time each stage (see stage_timers)")
     parser.add_argument("--streams", type=int, default=32)
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--stream-seconds", type=float, default=2.0)
     args = parser.parse_args()
-    args.exp = [e for e in args.exp.split(",") if e]
     os.makedirs(args.data_dir, exist_ok=True)
     if args.mode == "stop" and not args.slow_mbps:
         args.slow_mbps = 20.0
-    try:
-        # What the process shells (twistd tsagg, the OCS agent) do first.
-        from tsagg.memory import keep_freed_memory
-    except ImportError:
-        pass
-    else:
-        keep_freed_memory()
-    run = {"ingest": ingest, "streams": streams, "stop": stop,
-           "receive": receive}[args.mode]
+    # What the process shells (twistd tsagg, the OCS agent) do first.
+    keep_freed_memory()
+    run = {"ingest": ingest, "streams": streams, "stop": stop}[args.mode]
     task.react(lambda reactor: run(reactor, args))
 
 

@@ -56,19 +56,23 @@ def _status(ok):
     return "PASS" if ok else "MISS"
 
 
+def lag_runs(results):
+    """
+    The reactor lag runs (results of older benches also hold runs of
+    prototypes, marked C{proto}: left out).
+    """
+    return [r for r in results.get("lag", []) if not r.get("proto")]
+
+
 def targets(results):
     """
-    Every target of the issue, for tsagg as it is and, where the bench
-    prototyped the recommended fixes, for tsagg with them.
+    Every target of the issue, for tsagg as it is.
     """
     out = []
 
-    def add(measure, target, value, ok, proto=None, proto_ok=None):
+    def add(measure, target, value, ok):
         out.append({"measure": measure, "target": target, "value": value,
-                    "status": _status(ok),
-                    "proto": proto if proto is not None else "",
-                    "proto_status": _status(proto_ok) if proto is not None
-                    else ""})
+                    "status": _status(ok)})
 
     def check(value, good):
         return None if value is None else good(value)
@@ -77,37 +81,25 @@ def targets(results):
     for case in ("1.6MB", "13MB"):
         s = summary.get(case)
         if s:
-            r, p = s.get("ratio_MBps"), s.get("ratio_MBps_proto")
+            r = s.get("ratio_MBps")
             add("throughput tsagg / C++, %s frames" % case, ">= 1.0",
-                _f(r, "%.2f"), check(r, lambda v: v >= 1.0),
-                _f(p, "%.2f") if p is not None else None,
-                check(p, lambda v: v >= 1.0))
+                _f(r, "%.2f"), check(r, lambda v: v >= 1.0))
     for case in ("1.6MB", "13MB", "small"):
         s = summary.get(case)
         if s:
-            r, p = s.get("ratio_cpu"), s.get("ratio_cpu_proto")
+            r = s.get("ratio_cpu")
             add("CPU s/GB tsagg / C++, %s frames" % case, "<= 1.0",
-                _f(r, "%.2f"), check(r, lambda v: v <= 1.0),
-                _f(p, "%.2f") if p is not None else None,
-                check(p, lambda v: v <= 1.0))
+                _f(r, "%.2f"), check(r, lambda v: v <= 1.0))
     s = summary.get("small")
     if s:
-        r, p = s.get("ratio_fps"), s.get("ratio_fps_proto")
+        r = s.get("ratio_fps")
         add("frames/s tsagg / C++, ~10 kB frames", ">= 0.8", _f(r, "%.2f"),
-            check(r, lambda v: v >= 0.8),
-            _f(p, "%.2f") if p is not None else None,
-            check(p, lambda v: v >= 0.8))
-    lag = results.get("lag", [])
-    for r in [r for r in lag if not r.get("proto")]:
+            check(r, lambda v: v >= 0.8))
+    for r in lag_runs(results):
         p99 = r["lag"]["p99_ms"]
-        twin = [q for q in lag if q.get("proto") and q["case"] == r["case"]
-                and q["fsync"] == r["fsync"]]
-        pp = twin[0]["lag"]["p99_ms"] if twin else None
         add("reactor lag p99 at full ingest, %s frames, fsync %s"
             % (r["case"], "on" if r["fsync"] else "off"), "<= 20 ms",
-            _f(p99, "%.1f ms"), check(p99, lambda v: v <= 20.0),
-            _f(pp, "%.1f ms") if twin else None,
-            check(pp, lambda v: v <= 20.0))
+            _f(p99, "%.1f ms"), check(p99, lambda v: v <= 20.0))
     st = results.get("streams")
     if st:
         p99 = st["lag"]["p99_ms"]
@@ -124,23 +116,14 @@ def targets(results):
     if rss:
         limit = 256 * MIB + 3 * rss["largest_frame"]
         hwm = rss["slow"]["vmhwm_kb"] * 1024
-        proto = rss.get("slow_proto")
-        phwm = proto["vmhwm_kb"] * 1024 if proto else None
         add("peak RSS, slow disk (13 MB frames)",
             "<= %.0f MiB" % (limit / MIB), "%.0f MiB" % (hwm / MIB),
-            hwm <= limit,
-            "%.0f MiB" % (phwm / MIB) if proto else None,
-            check(phwm, lambda v: v <= limit))
+            hwm <= limit)
         if rss.get("fast"):
             hwm = rss["fast"]["vmhwm_kb"] * 1024
-            twin = [q for q in results.get("lag", []) if q.get("proto")
-                    and q["case"] == "13MB" and not q["fsync"]]
-            phwm = twin[0]["vmhwm_kb"] * 1024 if twin else None
             add("peak RSS, fast disk (13 MB frames)",
                 "<= %.0f MiB" % (limit / MIB), "%.0f MiB" % (hwm / MIB),
-                hwm <= limit,
-                "%.0f MiB" % (phwm / MIB) if twin else None,
-                check(phwm, lambda v: v <= limit))
+                hwm <= limit)
     return out
 
 
@@ -158,8 +141,7 @@ def throughput_rows(results):
     rows = []
     summary = results.get("throughput", {}).get("summary", {})
     for case, s in summary.items():
-        t, c, p = s["tsagg"], s["cpp"], s.get("tsagg-proto")
-        has_p = bool(p and p["runs"])
+        t, c = s["tsagg"], s["cpp"]
         rows.append([
             "%s (%s B)" % (case, t["frame_bytes"]),
             _f(t["MBps"], "%.0f"), _f(c["MBps"], "%.0f"),
@@ -168,15 +150,8 @@ def throughput_rows(results):
             _f(s.get("ratio_fps"), "%.2f"),
             _f(t["cpu_s_per_GB"], "%.2f"), _f(c["cpu_s_per_GB"], "%.2f"),
             _f(s.get("ratio_cpu"), "**%.2f**"),
-            _f(p["MBps"], "%.0f") if has_p else "n/a",
-            _f(s.get("ratio_MBps_proto"), "%.2f"),
-            _f(s.get("ratio_fps_proto"), "%.2f"),
-            _f(p["cpu_s_per_GB"], "%.2f") if has_p else "n/a",
-            _f(s.get("ratio_cpu_proto"), "%.2f"),
             _f(t["faults_per_MB"], "%.0f"), _f(c["faults_per_MB"], "%.0f"),
-            "%.0f / %.0f / %s" % (
-                t["vmhwm_kb"] / 1024, c["vmhwm_kb"] / 1024,
-                "%.0f" % (p["vmhwm_kb"] / 1024) if has_p else "n/a"),
+            "%.0f / %.0f" % (t["vmhwm_kb"] / 1024, c["vmhwm_kb"] / 1024),
         ])
     return rows
 
@@ -184,10 +159,8 @@ def throughput_rows(results):
 THROUGHPUT_HEADER = ["frames", "tsagg MB/s", "C++ MB/s", "ratio",
                      "tsagg frames/s", "C++ frames/s", "ratio",
                      "tsagg CPU s/GB", "C++ CPU s/GB", "ratio",
-                     "fixed* MB/s", "ratio", "frames/s ratio",
-                     "fixed* CPU s/GB", "ratio",
                      "tsagg faults/MB", "C++ faults/MB",
-                     "VmHWM MiB tsagg / C++ / fixed*"]
+                     "VmHWM MiB tsagg / C++"]
 
 
 def markdown(results):
@@ -208,14 +181,8 @@ def markdown(results):
                m["command"], m.get("seconds", 0)), ""]
 
     out += ["## Targets", "",
-            "*fixed\\** = tsagg with the recommended fixes, prototyped in "
-            "bench code (`%s`; for lag and memory `%s`): what the fixes "
-            "would give, measured in the same run, not what tsagg does "
-            "today." % (m.get("proto_fixes"), m.get("proto_fixes_lag")), "",
-            _table(["measure", "target", "tsagg today", "",
-                    "fixed*", ""],
-                   [[t["measure"], t["target"], t["value"], t["status"],
-                     t["proto"], t["proto_status"]]
+            _table(["measure", "target", "tsagg", ""],
+                   [[t["measure"], t["target"], t["value"], t["status"]]
                     for t in results["targets"]]), ""]
 
     if "throughput" in results:
@@ -225,8 +192,6 @@ def markdown(results):
                 "from the sender's first byte to the last byte on disk; CPU "
                 "= user+sys of the receiving process over the same span. "
                 "G3Writer never fsyncs, so tsagg runs with --no-fsync here. "
-                "fixed* = a RecordingService process with the prototyped "
-                "fixes, the third receiver of the same alternation. "
                 "faults/MB = minor page faults of the receiver per MB. "
                 "Each run starts on a warmed page cache (this VM hands idle "
                 "memory back to its host; the first write into it is "
@@ -240,10 +205,9 @@ def markdown(results):
         out += ["### The real peer: spt3g's G3NetworkSender, 1.6 MB frames",
                 "", _table(["receiver", "run", "MB/s", "CPU s/GB", ""],
                            rows), ""]
-    lag = results.get("lag")
+    lag = lag_runs(results)
     if lag:
         rows = [[r["case"], "on" if r["fsync"] else "off",
-                 "fixed*" if r.get("proto") else "today",
                  _f(r["MBps"], "%.0f"), _f(r["cpu_s_per_GB"], "%.2f"),
                  _f(r["lag"]["p50_ms"]), _f(r["lag"]["p99_ms"]),
                  _f(r["lag"]["max_ms"]), r["lag"]["n"],
@@ -254,7 +218,7 @@ def markdown(results):
                 "files are removed by another process). Percentiles are "
                 "nearest-rank: with under 100 samples p99 is the maximum.",
                 "",
-                _table(["frames", "fsync", "tsagg", "MB/s", "CPU s/GB",
+                _table(["frames", "fsync", "MB/s", "CPU s/GB",
                         "lag p50 ms", "p99 ms", "max ms", "samples",
                         "VmHWM MiB"], rows),
                 ""]
@@ -294,39 +258,11 @@ def markdown(results):
         s = rss["slow"]
         rows.append(["slow (20 MB/s)", _f(s["MBps"], "%.0f"),
                      "%.0f" % (s["vmhwm_kb"] / 1024), _f(s["lag"]["p99_ms"])])
-        s = rss.get("slow_proto")
-        if s:
-            # Its writer counts bytes when they are queued for the writer
-            # thread, not when they reach the disk.
-            rows.append(["slow (20 MB/s), fixed*", "n/a",
-                         "%.0f" % (s["vmhwm_kb"] / 1024),
-                         _f(s["lag"]["p99_ms"])])
         out += ["## Peak memory, 13 MB frames", "",
                 "VmHWM of the recording process; the slow disk is a pipe "
                 "drained into the file at 20 MB/s (RotatingWriter's opener).",
                 "", _table(["disk", "MB/s", "VmHWM MiB", "lag p99 ms"], rows),
                 ""]
-    exps = results.get("experiments")
-    if exps:
-        rows = [[r["case"], ", ".join(r["exp"]) or "(tsagg as is)",
-                 _f(r["MBps"], "%.0f"), "%.0f" % (r["frames"] / r["seconds"]),
-                 _f(r["cpu_s_per_GB"], "%.2f"), _f(r["faults_per_MB"], "%.0f"),
-                 _f(r["lag"]["p99_ms"])] for r in exps]
-        out += ["## Experiments: what the recommended fixes would gain", "",
-                "In-process ingest at full speed with bench-only variations "
-                "(no change to tsagg/): `mallopt` = glibc keeps freed memory "
-                "(M_TRIM_THRESHOLD 1 GiB, M_MMAP_THRESHOLD 32 MiB); "
-                "`bufsize` = read 1 MiB per recv() instead of Twisted's "
-                "64 KiB; `writev` = the frames of one read written by one "
-                "os.writev(); `lazyload` = frames over 64 kB are CRC-checked "
-                "with the crc32c package and spt3g loads only their small "
-                "entries; `writethread` = writes, fsync and close in a "
-                "writer thread, the transport paused past 64 MB queued; "
-                "`slicedwrite` = the reactor writes at most 1 MiB per turn "
-                "(callLater(0) between slices), the transport paused while "
-                "a frame's slices wait.", "",
-                _table(["frames", "variation", "MB/s", "frames/s", "CPU s/GB",
-                        "faults/MB", "lag p99 ms"], rows), ""]
     stages = results.get("stages")
     if stages:
         rows = []
@@ -345,7 +281,11 @@ def markdown(results):
                          _f(r["lag"]["max_ms"], "%.2f"), ""])
         out += ["## Where the reactor's time goes (stage timers)", "",
                 "Each call of a stage timed in the reactor thread while "
-                "ingesting at full speed, files rotating every second.", "",
+                "ingesting at full speed, files rotating every second. "
+                "Stages nest: dataReceived holds the split, the CRC checks "
+                "and framesReceived, which writes the first 1 MiB of the "
+                "read's frames (the rest goes in the next reactor turns); "
+                "the fsync of a closed file runs in a thread.", "",
                 _table(["case", "stage", "calls", "p50 ms", "p99 ms",
                         "max ms", "total s"], rows), ""]
     prof = results.get("profile")
@@ -406,32 +346,26 @@ def rst(results):
                m.get("loadavg_end", [float("nan")])[0], m["python"],
                m["spt3g"], m["twisted"]), ""]
     out += ["Targets", "-------", "",
-            "*fixed* is tsagg with the fixes recommended by the profile, "
-            "prototyped in the benchmark's own code and measured in the same "
-            "run: what the fixes would give, not what tsagg does today.", "",
-            _rst_table(["measure", "target", "tsagg today", "", "fixed", ""],
-                       [[t["measure"], t["target"], t["value"], t["status"],
-                         t["proto"], t["proto_status"]]
+            _rst_table(["measure", "target", "tsagg", ""],
+                       [[t["measure"], t["target"], t["value"], t["status"]]
                         for t in results["targets"]]), ""]
     if "throughput" in results:
         hdr = ["frames", "tsagg MB/s", "C++ MB/s", "ratio", "fr/s ratio",
-               "tsagg CPU s/GB", "C++ CPU s/GB", "ratio", "fixed MB/s",
-               "ratio", "fixed CPU ratio"]
-        rows = [[r[i] for i in (0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 14)]
+               "tsagg CPU s/GB", "C++ CPU s/GB", "ratio"]
+        rows = [[r[i] for i in (0, 1, 2, 3, 6, 7, 8, 9)]
                 for r in throughput_rows(results)]
         out += ["Throughput", "----------", "",
                 "Medians of %d alternating runs per receiver; tsagg runs "
                 "as ``twistd -n tsagg --no-fsync`` (G3Writer never fsyncs)."
                 % m["runs"], "", _rst_table(hdr, rows), ""]
-    lag = results.get("lag")
+    lag = lag_runs(results)
     if lag:
         out += ["Reactor lag at full ingest", "--------------------------",
                 "", "A 10 Hz ``LoopingCall`` in the reactor that records, "
                 "files rotating every second.", "",
-                _rst_table(["frames", "fsync", "tsagg", "MB/s", "p50 ms",
+                _rst_table(["frames", "fsync", "MB/s", "p50 ms",
                             "p99 ms", "max ms"],
                            [[r["case"], "on" if r["fsync"] else "off",
-                             "fixed" if r.get("proto") else "today",
                              _f(r["MBps"], "%.0f"), _f(r["lag"]["p50_ms"]),
                              _f(r["lag"]["p99_ms"]), _f(r["lag"]["max_ms"])]
                             for r in lag]), ""]
@@ -476,23 +410,19 @@ def plot(results, path):
 
     ax = axes[0][0]
     tp = results.get("throughput")
-    kinds = [("tsagg", "twistd tsagg (today)", "tab:blue", None),
-             ("cpp", "G3Reader -> G3Writer", "tab:orange", None),
-             ("tsagg-proto", "tsagg + fixes (prototype)", "tab:cyan", "//")]
+    kinds = [("tsagg", "twistd tsagg", "tab:blue"),
+             ("cpp", "G3Reader -> G3Writer", "tab:orange")]
     if tp:
         cases = list(tp["summary"])
-        kinds = [k for k in kinds
-                 if all(tp["summary"][c].get(k[0], {}).get("runs")
-                        for c in cases)]
         width = 0.8 / len(kinds)
         for key, title in (("MBps", "Throughput"),
                            ("cpu_s_per_GB", "CPU cost")):
             ax = axes[0][0] if key == "MBps" else axes[0][1]
-            for j, (kind, label, color, hatch) in enumerate(kinds):
+            for j, (kind, label, color) in enumerate(kinds):
                 xs = [i + (j - (len(kinds) - 1) / 2) * width
                       for i in range(len(cases))]
                 ax.bar(xs, [tp["summary"][c][kind][key] or 0 for c in cases],
-                       width, color=color, hatch=hatch, label=label)
+                       width, color=color, label=label)
                 for i, c in enumerate(cases):
                     pts = [r[key] for r in tp["runs"]
                            if r["case"] == c and r["receiver"] == kind]
@@ -505,18 +435,12 @@ def plot(results, path):
         axes[0][0].legend(fontsize=8)
 
     ax = axes[1][0]
-    lag = results.get("lag", [])
     rows = [("%s%s" % (r["case"], " fsync" if r["fsync"] else ""), r["lag"])
-            for r in lag if not r.get("proto")]
-    fixed = {("%s%s" % (r["case"], " fsync" if r["fsync"] else "")):
-             r["lag"]["p99_ms"] for r in lag if r.get("proto")}
+            for r in lag_runs(results)]
     if results.get("streams"):
         rows.append(("32 streams", results["streams"]["lag"]))
     if results.get("rss"):
         rows.append(("13MB slow disk", results["rss"]["slow"]["lag"]))
-        if results["rss"].get("slow_proto"):
-            fixed["13MB slow disk"] = \
-                results["rss"]["slow_proto"]["lag"]["p99_ms"]
     if rows:
         xs = range(len(rows))
         for k, (key, off) in enumerate((("p50_ms", -0.27), ("p99_ms", 0),
@@ -524,10 +448,6 @@ def plot(results, path):
             ax.bar([x + off for x in xs],
                    [max(r[1][key] or 0, 0.01) for r in rows], 0.27,
                    label=key.replace("_ms", ""))
-        fx = [(x, fixed[r[0]]) for x, r in zip(xs, rows) if r[0] in fixed]
-        if fx:
-            ax.plot([x for x, _ in fx], [max(v, 0.01) for _, v in fx], "kD",
-                    ms=5, label="p99 with fixes (prototype)")
         ax.axhline(20, color="red", lw=1, ls="--", label="target p99")
         ax.set_yscale("log")
         ax.set_xticks(list(xs))

@@ -14,8 +14,8 @@ Runs, on loopback and the local disk:
 3. 32 SO-rate streams in one process;
 4. stop latency in every state, and twistd's exit on SIGTERM mid-stream;
 5. peak RSS (VmHWM) with a fast and a deliberately slow disk;
-6. (full mode) experiments that size the recommended fixes, and a py-spy
-   profile of twistd tsagg.
+6. (full mode) stage timers (where the reactor's time goes: splitting,
+   CRC check, writes, closes) and a py-spy profile of twistd tsagg.
 
 Writes results.json, results.md and bench.png under --out, and the docs page
 with --docs.  Targets are printed PASS/MISS; nothing is asserted.
@@ -42,10 +42,10 @@ PY = sys.executable
 INPROC = os.path.join(BENCH_DIR, "inproc.py")
 REPO = os.path.dirname(BENCH_DIR)
 
-#: The recommended fixes, as bench-only prototypes (see inproc.py).
-PROTO = throughput.PROTO_FIXES
-PROTO_LAG = "mallopt,bufsize=1048576,lazyload,slicedwrite"
-RECEIVERS = ("tsagg", "cpp", "tsagg-proto")
+RECEIVERS = ("tsagg", "cpp")
+#: The parts of a run, for --only ("experiments" is an old name of "stages").
+PARTS = ("throughput", "peer", "lag", "streams", "stop", "rss", "stages",
+         "profile")
 
 #: (case, frames per run full, frames per run quick)
 THROUGHPUT_CASES = [("1.6MB", 500, 200), ("13MB", 64, 25),
@@ -84,7 +84,7 @@ def run_throughput(args, tmp):
                                         os.path.join(tmp, "tp"))
                 r["run"] = i
                 runs.append(r)
-                log("%-11s %-6s run %d: %7.1f MB/s %8.0f frames/s "
+                log("%-5s %-6s run %d: %7.1f MB/s %8.0f frames/s "
                     "%5.2f CPU s/GB" % (kind, case, i, r["MBps"], r["fps"],
                                         r["cpu_s_per_GB"] or -1))
         summary[case] = summarize(
@@ -105,16 +105,12 @@ def summarize(runs, count):
             "runs": len(mine),
             "frame_bytes": mine[0]["frame_bytes"] if mine else None,
         }
-    c = out["cpp"]
-    for kind, suffix in (("tsagg", ""), ("tsagg-proto", "_proto")):
-        t = out[kind]
-        if not t["runs"]:
-            continue
-        out["ratio_MBps" + suffix] = (t["MBps"] / c["MBps"]
-                                      if c["MBps"] else None)
-        out["ratio_fps" + suffix] = t["fps"] / c["fps"] if c["fps"] else None
-        out["ratio_cpu" + suffix] = (t["cpu_s_per_GB"] / c["cpu_s_per_GB"]
-                                     if c["cpu_s_per_GB"] else None)
+    t, c = out["tsagg"], out["cpp"]
+    if t["runs"]:
+        out["ratio_MBps"] = t["MBps"] / c["MBps"] if c["MBps"] else None
+        out["ratio_fps"] = t["fps"] / c["fps"] if c["fps"] else None
+        out["ratio_cpu"] = (t["cpu_s_per_GB"] / c["cpu_s_per_GB"]
+                            if c["cpu_s_per_GB"] else None)
     return out
 
 
@@ -169,20 +165,17 @@ def run_lag(args, tmp):
     cases = [("1.6MB", False), ("13MB", False), ("small", False),
              ("1.6MB", True)]
     for case, fsync in cases:
-        for exp in ("", PROTO_LAG):
-            extra = ["--case", case, "--seconds", seconds,
-                     "--time-per-file", 1, "--delete-closed", "--exp", exp]
-            if fsync:
-                extra.append("--fsync")
-            r = inproc("ingest", tmp, *extra)
-            r["proto"] = bool(exp)
-            out.append(r)
-            lag = r["lag"]
-            log("lag %-6s fsync %-3s%s: %6.1f MB/s, p50 %.1f p99 %.1f max "
-                "%.1f ms (%d samples)" % (
-                    case, "on" if fsync else "off",
-                    " (fixes prototyped)" if exp else "", r["MBps"],
-                    lag["p50_ms"], lag["p99_ms"], lag["max_ms"], lag["n"]))
+        extra = ["--case", case, "--seconds", seconds,
+                 "--time-per-file", 1, "--delete-closed"]
+        if fsync:
+            extra.append("--fsync")
+        r = inproc("ingest", tmp, *extra)
+        out.append(r)
+        lag = r["lag"]
+        log("lag %-6s fsync %-3s: %6.1f MB/s, p50 %.1f p99 %.1f max "
+            "%.1f ms (%d samples)" % (
+                case, "on" if fsync else "off", r["MBps"],
+                lag["p50_ms"], lag["p99_ms"], lag["max_ms"], lag["n"]))
     return out
 
 
@@ -245,13 +238,10 @@ def run_rss(args, tmp, lag_runs):
     seconds = 4 if args.quick else 8
     slow = inproc("ingest", tmp, "--case", "13MB", "--seconds", seconds,
                   "--slow-mbps", 20)
-    slow_proto = inproc("ingest", tmp, "--case", "13MB", "--seconds",
-                        seconds, "--slow-mbps", 20, "--exp", PROTO_LAG)
-    fast = [r for r in lag_runs if r["case"] == "13MB" and not r["fsync"]
-            and not r.get("proto")]
+    fast = [r for r in lag_runs if r["case"] == "13MB" and not r["fsync"]]
     largest = len(scan_bytes("13MB"))
     out = {"slow": slow, "fast": fast[0] if fast else None,
-           "slow_proto": slow_proto, "largest_frame": largest}
+           "largest_frame": largest}
     log("peak RSS 13MB frames: fast disk %s MB, slow disk (20 MB/s) %.0f MB, "
         "lag on the slow disk p99 %.0f ms" % (
             "%.0f" % (fast[0]["vmhwm_kb"] / 1024) if fast else "?",
@@ -259,37 +249,15 @@ def run_rss(args, tmp, lag_runs):
     return out
 
 
-EXPERIMENTS = ["", "mallopt", "bufsize=1048576", "mallopt,bufsize=1048576",
-               "mallopt,bufsize=1048576,writev",
-               "mallopt,bufsize=1048576,writev,lazyload"]
-
-
-def run_experiments(args, tmp):
-    out = []
-    names = [e for e in EXPERIMENTS
-             if "lazyload" not in e or "lazyload" in PROTO]
-    for case in ("1.6MB", "small"):
-        for exp in names:
-            r = inproc("ingest", tmp, "--case", case, "--seconds", 5,
-                       "--time-per-file", 1, "--delete-closed",
-                       "--exp", exp)
-            out.append(r)
-            log("experiment %-6s %-36s %7.1f MB/s %8.0f frames/s %5.2f "
-                "CPU s/GB %4.0f faults/MB" % (
-                    case, exp or "(as is)", r["MBps"],
-                    r["frames"] / r["seconds"], r["cpu_s_per_GB"],
-                    r["faults_per_MB"]))
-    return out
-
-
 def run_stages(args, tmp):
     """
-    Where the reactor's time goes per frame, for the cases whose lag misses.
+    Where the reactor's time goes, per call of each stage, for the cases
+    where writing weighs most: 13 MB frames, and 1.6 MB frames with fsync.
     """
     out = []
     for case, fsync in (("13MB", False), ("1.6MB", True)):
         extra = ["--case", case, "--seconds", 5, "--time-per-file", 1,
-                 "--delete-closed", "--exp", "stages"]
+                 "--delete-closed", "--stages"]
         if fsync:
             extra.append("--fsync")
         r = inproc("ingest", tmp, *extra)
@@ -365,7 +333,6 @@ def meta(args):
         "spt3g": getattr(spt3g, "__version__", "?"),
         "twisted": twisted.__version__,
         "cpus": os.cpu_count(),
-        "proto_fixes": PROTO, "proto_fixes_lag": PROTO_LAG,
         "loadavg_start": os.getloadavg(),
         "command": "make bench" + (" BENCH_ARGS=--quick" if args.quick
                                    else ""),
@@ -375,8 +342,9 @@ def meta(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="fewer and shorter runs, no experiments or profile "
-                        "(about 3 minutes; the full run takes about 9)")
+                        help="fewer and shorter runs, no stage timers or "
+                        "profile unless --only names them (about 3 "
+                        "minutes; the full run takes about 9)")
     parser.add_argument("--runs", type=int, default=None,
                         help="throughput runs per receiver and case "
                         "(default 5, quick 3)")
@@ -384,9 +352,10 @@ def main():
     parser.add_argument("--docs", default=None,
                         help="write the docs page (performance.rst) here")
     parser.add_argument("--only", default=None,
-                        help="comma-separated parts: throughput,peer,lag,"
-                        "streams,stop,rss,experiments,profile")
-    parser.add_argument("--no-experiments", action="store_true")
+                        help="comma-separated parts: " + ",".join(PARTS))
+    parser.add_argument("--no-stages", "--no-experiments",
+                        action="store_true", dest="no_stages",
+                        help="no stage timers or profile")
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: write the report, plot and "
                         "docs page again from --out's results.json")
@@ -399,22 +368,17 @@ def main():
         return
     if args.runs is None:
         args.runs = 3 if args.quick else 5
-    parts = set((args.only or "throughput,peer,lag,streams,stop,rss,"
-                 "experiments,profile").split(","))
-    if args.quick or args.no_experiments:
-        parts -= {"experiments", "profile"}
+    parts = set(args.only.split(",")) if args.only else set(PARTS)
+    if "experiments" in parts:
+        parts = (parts - {"experiments"}) | {"stages"}
+    if parts - set(PARTS):
+        parser.error("unknown part(s) %s; the parts: %s" % (
+            ",".join(sorted(parts - set(PARTS))), ",".join(PARTS)))
+    if args.no_stages or (args.quick and not args.only):
+        parts -= {"stages", "profile"}
     os.makedirs(args.out, exist_ok=True)
     tmp = os.path.join(args.out, "tmp")
     os.makedirs(tmp, exist_ok=True)
-
-    global PROTO, PROTO_LAG
-    try:
-        import crc32c  # the lazyload prototype needs it
-        del crc32c
-    except ImportError:
-        log("no crc32c package: the fixes are prototyped without lazyload")
-        PROTO = throughput.PROTO_FIXES = PROTO.replace(",lazyload", "")
-        PROTO_LAG = PROTO_LAG.replace(",lazyload", "")
 
     started = time.monotonic()
     results = {"meta": meta(args)}
@@ -434,9 +398,7 @@ def main():
             results["stop"] = run_stop(args, tmp)
         if "rss" in parts:
             results["rss"] = run_rss(args, tmp, results.get("lag", []))
-        if "experiments" in parts:
-            results["experiments"] = run_experiments(args, tmp)
-        if "experiments" in parts:
+        if "stages" in parts:
             results["stages"] = run_stages(args, tmp)
         if "profile" in parts:
             results["profile"] = run_profile(args, tmp)

@@ -21,9 +21,6 @@ PY = sys.executable
 TWISTD = os.path.join(os.path.dirname(PY), "twistd")
 SENDER = os.path.join(BENCH_DIR, "sender.py")
 CPP = os.path.join(BENCH_DIR, "cpp_receiver.py")
-INPROC = os.path.join(BENCH_DIR, "inproc.py")
-#: The fixes recommended for tsagg, as bench-only prototypes (inproc.py).
-PROTO_FIXES = "mallopt,bufsize=1048576,writev,lazyload"
 
 
 class BenchError(RuntimeError):
@@ -105,10 +102,6 @@ def receiver_command(kind, port, data_dir, fsync=False):
         if not fsync:
             cmd.append("--no-fsync")
         return cmd
-    if kind == "tsagg-proto":
-        # tsagg with the recommended fixes prototyped from bench code.
-        return [PY, INPROC, "receive", "--port", str(port), "--data-dir",
-                data_dir, "--exp", PROTO_FIXES]
     return [PY, CPP, "127.0.0.1:%d" % port, os.path.join(data_dir, "out.g3")]
 
 
@@ -117,7 +110,7 @@ def run_once(kind, case, count, workdir, sender_mode="plain", timeout=120,
     """
     Stream C{count} frames of C{case} to one receiver and time it.
 
-    @param kind: C{'tsagg'}, C{'cpp'} or C{'tsagg-proto'}.
+    @param kind: C{'tsagg'} or C{'cpp'}.
     @param profile: C{(py-spy executable, output path)}: sample the
         receiver with py-spy (raw collapsed stacks) while it receives.
     @return: A L{dict}: seconds, bytes, cpu_s, vmhwm_kb, ...
