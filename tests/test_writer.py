@@ -817,17 +817,17 @@ class WriteQueueTests(WriterTestCase):
         self.assertRaises(ValueError, self.make_writer, write_slice=0)
 
 
-class DataSyncTests(WriterTestCase):
+class WritebackTests(WriterTestCase):
     """
-    The open file's data is synced off the reactor every C{sync_every}
-    bytes, so that a stop has little left to sync.
+    The open file's new data is submitted for write-out off the reactor
+    every C{writeback_every} bytes, so that a stop has little left to sync.
     """
 
-    def test_datasync_after_sync_every_bytes(self):
+    def test_writeback_after_writeback_every_bytes(self):
         sync = DeferredSync()
         size = len(F.raw(F.scan(2)))
         writer = self.make_writer(run_blocking=sync, fsync=True,
-                                  sync_every=2 * size)
+                                  writeback_every=2 * size)
         self.send(F.scan(2), writer=writer)
         self.assertEqual(sync.jobs, [])
         self.send(F.scan(3), F.scan(4), writer=writer)
@@ -844,15 +844,15 @@ class DataSyncTests(WriterTestCase):
         sync.run_all()
         self.successResultOf(d)
 
-    def test_close_waits_for_a_running_datasync(self):
+    def test_close_waits_for_a_running_writeback(self):
         sync = DeferredSync()
         writer = self.make_writer(run_blocking=sync, fsync=True,
-                                  sync_every=1)
+                                  writeback_every=1)
         sent = self.send(F.scan(2), writer=writer)
-        [(datasync, _)] = sync.jobs
+        [(writeback, _)] = sync.jobs
         d = writer.close()
-        # The close is not even started while the datasync runs: the file
-        # descriptor stays valid for it.
+        # The close is not even started while the write-out is submitted:
+        # the file descriptor stays valid for it.
         self.assertEqual(len(sync.jobs), 1)
         sync.run_all()
         self.assertNoResult(d)
@@ -862,21 +862,21 @@ class DataSyncTests(WriterTestCase):
         [(_, raws)] = self.files()
         self.assertEqual(raws, sent)
 
-    def test_datasync_failure_is_reported(self):
+    def test_writeback_failure_is_reported(self):
         def failing(job):
             from twisted.internet import defer
             job()
             return defer.succeed(OSError(errno.EIO, "I/O error"))
         writer = self.make_writer(run_blocking=failing, fsync=True,
-                                  sync_every=1)
+                                  writeback_every=1)
         self.send(F.scan(2), writer=writer)
-        self.assertIn("fdatasync", writer.status["last_error"])
+        self.assertIn("write-out of", writer.status["last_error"])
         writer.close()
 
-    def test_no_datasync_without_fsync(self):
+    def test_no_writeback_without_fsync(self):
         sync = DeferredSync()
         writer = self.make_writer(run_blocking=sync, fsync=False,
-                                  sync_every=1)
+                                  writeback_every=1)
         self.send(F.scan(2), F.scan(3), writer=writer)
         self.assertEqual(sync.jobs, [])
         writer.close()

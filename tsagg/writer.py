@@ -25,6 +25,7 @@ from zope.interface import implementer
 from tsagg import sostream
 from tsagg.frames import raw_type_code
 from tsagg.interfaces import IFrameSink
+from tsagg.writeback import start_writeback
 
 __all__ = ["RotatingWriter", "FilePolicy", "Acquisition", "OutsideDataDir"]
 
@@ -125,22 +126,10 @@ class _OpenFile:
         self.partial = 0
         self.frames = 0
         self.data_frames = 0
-        # Bytes known to be on disk, and the fdatasync now running, if any.
-        self.synced_size = 0
-        self.datasync = None
-
-
-def _datasync(fd):
-    """
-    Flush a file's data to disk, as far as written.
-
-    @return: The L{OSError}, or L{None}.
-    """
-    try:
-        os.fdatasync(fd)
-    except OSError as e:
-        return e
-    return None
+        # Bytes already submitted for write-out, and the submission now
+        # running, if any.
+        self.written_back = 0
+        self.writeback = None
 
 
 def _sync_and_close(fd, fsync):
@@ -195,8 +184,9 @@ class RotatingWriter:
 
     The C{fsync} and close of a finished file, which can take long on a busy
     disk, run through C{run_blocking} (a thread, in the service) when one is
-    given; so does an C{fdatasync} of the open file after every
-    C{sync_every} bytes, which bounds what a stop has left to sync.  A write
+    given.  After every C{writeback_every} bytes, the open file's new data is
+    submitted for write-out (L{start_writeback}, off the reactor too), so
+    that the fsync at close, and so a stop, has little left to do.  A write
     or sync slower than C{slow_write} seconds is logged and counted once it
     returns.
 
@@ -213,7 +203,8 @@ class RotatingWriter:
     def __init__(self, data_dir, clock, time_per_file=600.0, gap_timeout=10.0,
                  default_stream_id="unknown", fsync=True, retry_interval=1.0,
                  max_held_frames=1024, opener=os.open, slow_write=1.0,
-                 run_blocking=None, write_slice=1 << 20, sync_every=64 << 20):
+                 run_blocking=None, write_slice=1 << 20,
+                 writeback_every=128 << 20):
         safe = sostream.sanitize_stream_id(default_stream_id)
         if safe != default_stream_id:
             raise ValueError("stream id %r is not a safe directory name"
@@ -234,7 +225,7 @@ class RotatingWriter:
         if write_slice is not None and write_slice <= 0:
             raise ValueError("write_slice must be positive")
         self.write_slice = write_slice
-        self.sync_every = sync_every
+        self.writeback_every = writeback_every
         # Bytes waiting for the open file: [view of what is left, frame,
         # raw] for each frame (_REPLAYED for replayed metadata).
         self._out = deque()
@@ -606,7 +597,7 @@ class RotatingWriter:
             self._queue_failed(f, e)
             return False
         self._timed("write to " + f.path, started)
-        self._sync_some(f)
+        self._write_back(f)
         return not out
 
     def _wrote(self, f, count):
@@ -649,30 +640,33 @@ class RotatingWriter:
         for frame, raw in reversed(failed):
             self._hold(frame, raw, front=True)
 
-    def _sync_some(self, f):
+    def _write_back(self, f):
         """
-        Have the data of the open file synced, off the reactor, once
-        C{sync_every} bytes are unsynced: a stop then waits for no more.
+        Submit the open file's new data for write-out, off the reactor, once
+        C{writeback_every} bytes are new: the fsync at close then waits for
+        little more.
         """
+        end = f.size + f.partial
+        start = f.written_back
         if (not self.fsync or self._run_blocking is None
-                or self.sync_every is None or f.datasync is not None
-                or f.size + f.partial - f.synced_size < self.sync_every):
+                or self.writeback_every is None or f.writeback is not None
+                or end - start < self.writeback_every):
             return
-        size = f.size + f.partial
         started = self.clock.seconds()
-        d = f.datasync = self._run_blocking(lambda: _datasync(f.fd))
+        d = f.writeback = self._run_blocking(
+            lambda: start_writeback(f.fd, start, end - start))
 
         def done(error):
-            f.datasync = None
-            self._timed("fdatasync of " + f.path, started)
+            f.writeback = None
+            self._timed("write-out of " + f.path, started)
             if error is not None:
-                self._note_error("fdatasync of %s failed: %s"
+                self._note_error("write-out of %s failed: %s"
                                  % (f.path, error))
             else:
-                f.synced_size = size
+                f.written_back = end
         d.addCallback(done)
         d.addErrback(lambda failure: self.log.failure(
-            "Syncing {path} failed", failure, path=f.path))
+            "Write-out of {path} failed", failure, path=f.path))
 
     def _timed(self, what, started):
         """
@@ -712,7 +706,7 @@ class RotatingWriter:
     def _release(self, f, fsync, report=True):
         """
         Sync (if C{fsync}) and close a file that is no longer written, after
-        any C{fdatasync} of it still running.
+        any write-out of it still being submitted.
 
         @param report: Whether a failed sync is an error to report.
         """
@@ -721,10 +715,10 @@ class RotatingWriter:
             error = _sync_and_close(f.fd, fsync)
             self._synced(error if report else None, f, started)
             return
-        if f.datasync is None:
+        if f.writeback is None:
             d = self._run_blocking(lambda: _sync_and_close(f.fd, fsync))
         else:
-            d = f.datasync.addCallback(lambda _: self._run_blocking(
+            d = f.writeback.addCallback(lambda _: self._run_blocking(
                 lambda: _sync_and_close(f.fd, fsync)))
         self._syncing.add(d)
 
