@@ -48,7 +48,7 @@ docs: install
 # `make bench BENCH_ARGS=--quick` for a short run.
 BENCH_ARGS ?=
 bench: install
-	$(PY) -m pip install --quiet matplotlib py-spy crc32c
+	$(PY) -m pip install --quiet matplotlib py-spy
 	$(PY) bench/run.py --docs docs/performance.rst $(BENCH_ARGS)
 
 # The fault-injection suite alone, and its table in docs/faults.rst.
