@@ -160,7 +160,10 @@ def inproc(mode, tmp, *extra, timeout=600):
 
 def run_lag(args, tmp):
     # At 10 Hz, 11 s give over 100 samples, so p99 is not just the maximum.
+    # One run's p99 hangs on a few stalls of the disk: the full mode runs
+    # each case three times and keeps the run of median p99.
     seconds = 3 if args.quick else 11
+    repeats = 1 if args.quick else 3
     out = []
     cases = [("1.6MB", False), ("13MB", False), ("small", False),
              ("1.6MB", True)]
@@ -169,13 +172,19 @@ def run_lag(args, tmp):
                  "--time-per-file", 1, "--delete-closed"]
         if fsync:
             extra.append("--fsync")
-        r = inproc("ingest", tmp, *extra)
+        runs = []
+        for _ in range(repeats):
+            r = inproc("ingest", tmp, *extra)
+            lag = r["lag"]
+            log("lag %-6s fsync %-3s: %6.1f MB/s, p50 %.1f p99 %.1f max "
+                "%.1f ms (%d samples)" % (
+                    case, "on" if fsync else "off", r["MBps"],
+                    lag["p50_ms"], lag["p99_ms"], lag["max_ms"], lag["n"]))
+            runs.append(r)
+        runs.sort(key=lambda r: r["lag"]["p99_ms"])
+        r = runs[len(runs) // 2]
+        r["p99_ms_of_runs"] = [x["lag"]["p99_ms"] for x in runs]
         out.append(r)
-        lag = r["lag"]
-        log("lag %-6s fsync %-3s: %6.1f MB/s, p50 %.1f p99 %.1f max "
-            "%.1f ms (%d samples)" % (
-                case, "on" if fsync else "off", r["MBps"],
-                lag["p50_ms"], lag["p99_ms"], lag["max_ms"], lag["n"]))
     return out
 
 

@@ -4,8 +4,8 @@ Have the kernel start writing a file's data to disk, without waiting for it.
 A recorder that fsyncs each file only when it closes leaves the whole file
 dirty in the page cache until then: at a gigabyte a second, a stop then waits
 a second for the fsync.  Syncing the open file as it grows (C{fdatasync})
-bounds that, but each sync commits the file's size to the journal and makes
-the next writes to the file wait for it: tens of milliseconds of reactor lag.
+bounds that, but the next writes to the file wait for each sync: measured,
+tens of milliseconds of reactor lag at a gigabyte a second.
 Linux's C{sync_file_range(2)} with C{SYNC_FILE_RANGE_WRITE} only submits the
 dirty pages of a range for write-out and returns; the fsync at close then
 has little left to do.  Python's C{os} module does not offer it, so it is

@@ -204,7 +204,7 @@ class RotatingWriter:
                  default_stream_id="unknown", fsync=True, retry_interval=1.0,
                  max_held_frames=1024, opener=os.open, slow_write=1.0,
                  run_blocking=None, write_slice=1 << 20,
-                 writeback_every=128 << 20):
+                 writeback_every=1 << 30):
         safe = sostream.sanitize_stream_id(default_stream_id)
         if safe != default_stream_id:
             raise ValueError("stream id %r is not a safe directory name"
