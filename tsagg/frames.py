@@ -15,6 +15,8 @@ copies a frame twice; skipping it when nobody looks at the frame is what
 lets tsagg keep up with spt3g's C++ reader.
 """
 
+from itertools import chain
+
 import crc32c as _crc32c
 from spt3g import core
 
@@ -88,6 +90,7 @@ def raw_type_code(raw):
 
 
 _MASK = 0xFFFFFFFF
+_chain = chain.from_iterable
 # Below this size a frame's keys and blobs are joined and checked in one
 # call; above it, entry by entry, without a copy.
 _JOIN_BELOW = 1 << 16
@@ -103,8 +106,7 @@ def crc_of_entries(entries, size):
     """
     crc32c = _crc32c.crc32c
     if size < _JOIN_BELOW:
-        data = b"".join([part for entry in entries for part in entry])
-        return crc32c(data, _MASK) ^ _MASK
+        return crc32c(b"".join(_chain(entries)), _MASK) ^ _MASK
     crc = 0
     for key, blob in entries:
         crc = crc32c(key, crc ^ _MASK) ^ _MASK

@@ -118,6 +118,12 @@ class FrameFields:
     def __contains__(self, key):
         return key in self._blobs
 
+    def blob(self, key):
+        """
+        The undecoded blob of C{key}, or L{None}.
+        """
+        return self._blobs.get(key)
+
     def __getitem__(self, key):
         return decode_blob(self._blobs[key])
 

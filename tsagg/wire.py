@@ -164,10 +164,10 @@ class FrameSplitter:
                     whole = self._whole_frame(view, pos, end)
                     if whole is not None:
                         frame_end, spans = whole
-                        raw = view[pos:frame_end].tobytes()
+                        raw = data[pos:frame_end]
                         rv = memoryview(raw)
                         frames.append((raw, [
-                            (view[k:b].tobytes(), rv[b + 8 - pos:e - pos])
+                            (data[k:b], rv[b + 8 - pos:e - pos])
                             for k, b, e in spans]))
                         self.offset += frame_end - pos
                         pos = frame_end

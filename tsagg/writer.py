@@ -246,6 +246,9 @@ class RotatingWriter:
         self._held = deque()
         self._frame_nums = sostream.FrameNumTracker()
         self._replaying = False
+        # The last session_id blob seen, and its value.
+        self._session_blob = None
+        self._session_value = None
 
         self.files_written = 0
         self.frames_written = 0
@@ -397,7 +400,7 @@ class RotatingWriter:
             else:
                 num = None
         fc = sostream.flow_control(fields)
-        session = sostream.session_id(fields) if fc is None else None
+        session = None if fc is not None else self._session_id(fields)
         new_session = (self._acq is not None and session is not None
                        and self._acq.session_id is not None
                        and session != self._acq.session_id)
@@ -429,6 +432,14 @@ class RotatingWriter:
             # Metadata is cached once on disk, so that a new file never
             # starts with a frame that is not in the files before it.
             self._flush()
+
+    def _session_id(self, fields):
+        # Every frame of a session carries the same blob: decode it once.
+        blob = fields.blob("session_id")
+        if blob is None or blob != self._session_blob:
+            self._session_blob = None if blob is None else bytes(blob)
+            self._session_value = sostream.session_id(fields)
+        return self._session_value
 
     def _flow_control(self, fc):
         name = sostream.FLOW_CONTROL_NAMES.get(fc)
