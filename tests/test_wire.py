@@ -42,6 +42,25 @@ class RealFramesTests(unittest.TestCase):
     def test_one_read(self):
         self.assertEqual(wire.FrameSplitter().feed(self.stream), self.frames)
 
+    def test_split_gives_the_entries_it_found(self):
+        large = F.raw(F.scan(9, channels=100, samples=200))
+        self.assertGreater(len(large), 1 << 16)
+        frames = self.frames + [large]
+        found = wire.FrameSplitter().split(b"".join(frames))
+        self.assertEqual([raw for raw, _ in found], frames)
+        for raw, entries in found:
+            self.assertEqual(
+                [(bytes(k), bytes(b)) for k, b in entries],
+                [(bytes(k), bytes(b)) for k, b in wire.frame_entries(raw)])
+
+    def test_split_leaves_entries_of_a_frame_across_reads_to_find(self):
+        splitter = wire.FrameSplitter()
+        first, rest = self.stream[:100], self.stream[100:]
+        self.assertEqual(splitter.split(first), [])
+        found = splitter.split(rest)
+        self.assertEqual(found[0], (self.frames[0], None))
+        self.assertIsNotNone(found[1][1])
+
     def test_one_byte_at_a_time(self):
         self.assertEqual(_split(wire.FrameSplitter(), self.stream, [1]),
                          self.frames)

@@ -123,7 +123,8 @@ class LazyFrame:
     is loaded on the first such use.
 
     @ivar raw: The frame's bytes.
-    @ivar entries: Its C{(key, blob)} pairs, as views of C{raw}.
+    @ivar entries: Its C{(key, blob)} pairs, each blob bytes-like (a view
+        of C{raw}, or a copy of its part of a small frame).
     """
 
     __slots__ = ("raw", "entries", "_frame")

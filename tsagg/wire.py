@@ -80,6 +80,10 @@ class FrameTooLarge(FrameError):
     """A frame is (or declares itself) larger than the configured limit."""
 
 
+# Frames smaller than this get their blobs as copies, not views.
+_COPY_BLOBS_BELOW = 1 << 16
+
+
 class FrameSplitter:
     """
     Incremental splitter of a G3 byte stream into the raw bytes of each frame.
@@ -143,8 +147,9 @@ class FrameSplitter:
         the way.
 
         @return: C{(raw, entries)} for each frame completed by C{data}:
-            C{entries} as L{frame_entries} would give them (views of
-            C{raw}), or L{None} for a frame that spanned reads.
+            C{entries} as L{frame_entries} would give them (each blob a
+            view of C{raw}, or its own copy in a frame under 64 kB), or
+            L{None} for a frame that spanned reads.
         """
         frames = []
         if self.error is not None:
@@ -165,10 +170,16 @@ class FrameSplitter:
                     if whole is not None:
                         frame_end, spans = whole
                         raw = data[pos:frame_end]
-                        rv = memoryview(raw)
-                        frames.append((raw, [
-                            (data[k:b], rv[b + 8 - pos:e - pos])
-                            for k, b, e in spans]))
+                        if frame_end - pos < _COPY_BLOBS_BELOW:
+                            # Copying a few kB costs less than making a
+                            # view.
+                            entries = [(data[k:b], data[b + 8:e])
+                                       for k, b, e in spans]
+                        else:
+                            rv = memoryview(raw)
+                            entries = [(data[k:b], rv[b + 8 - pos:e - pos])
+                                       for k, b, e in spans]
+                        frames.append((raw, entries))
                         self.offset += frame_end - pos
                         pos = frame_end
                         continue
