@@ -397,7 +397,9 @@ def rst(results):
                     "%.0f" % (rss["fast"]["vmhwm_kb"] / 1024)
                     if rss.get("fast") else "n/a",
                     rss["slow"]["vmhwm_kb"] / 1024), ""]
-    out += [".. image:: ../bench/results/bench.png", "   :width: 100%", ""]
+    out += [".. image:: ../bench/results/bench.png", "   :width: 100%", "",
+            # Written by hand: what the numbers mean and what was tried.
+            ".. include:: performance_notes.inc", ""]
     return "\n".join(out)
 
 
