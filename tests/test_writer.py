@@ -681,6 +681,14 @@ class WriteQueueTests(WriterTestCase):
     paused meanwhile, and files still only end at frame boundaries.
     """
 
+    def sliced(self, write_slice, **kw):
+        """
+        A writer that writes at most C{write_slice} bytes a turn, streaming.
+        """
+        writer = self.make_writer(write_slice=write_slice, **kw)
+        writer.streamStarted(self.producer)
+        return writer
+
     def lazy(self, *frames):
         from tsagg.frames import receive_frame
         return [receive_frame(F.raw(frame)) for frame in frames]
@@ -696,8 +704,7 @@ class WriteQueueTests(WriterTestCase):
         self.assertEqual(raws, [f.raw for f in batch])
 
     def test_large_frame_written_over_several_turns(self):
-        writer = self.make_writer(write_slice=256)
-        writer.streamStarted(self.producer)
+        writer = self.sliced(256)
         writev = CountingWritev(self)
         batch = self.lazy(F.scan(2), F.scan(3))
         size = sum(len(f.raw) for f in batch)
@@ -717,8 +724,7 @@ class WriteQueueTests(WriterTestCase):
         self.assertEqual(raws, [f.raw for f in batch])
 
     def test_rotation_waits_for_the_frame_being_written(self):
-        writer = self.make_writer(write_slice=100, time_per_file=5)
-        writer.streamStarted(self.producer)
+        writer = self.sliced(100, time_per_file=5)
         writev = CountingWritev(self)
         sent = self.send(F.scan(2), writer=writer)
         path = writer.status["current_file"]
@@ -735,8 +741,7 @@ class WriteQueueTests(WriterTestCase):
         self.assertEqual(raws, sent)
 
     def test_failure_in_a_later_slice_cuts_the_frame_and_holds_it(self):
-        writer = self.make_writer(write_slice=256)
-        writer.streamStarted(self.producer)
+        writer = self.sliced(256)
         first = self.send(F.scan(2), writer=writer)
         self.clock.advance(0)
         writev = CountingWritev(self)
@@ -771,8 +776,7 @@ class WriteQueueTests(WriterTestCase):
         self.assertEqual(raws, [f.raw for f in batch])
 
     def test_close_writes_what_is_queued(self):
-        writer = self.make_writer(write_slice=64)
-        writer.streamStarted(self.producer)
+        writer = self.sliced(64)
         sent = self.send(F.scan(2), F.scan(3), writer=writer)
         writer.close()
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -780,8 +784,7 @@ class WriteQueueTests(WriterTestCase):
         self.assertEqual(raws, sent)
 
     def test_disconnect_writes_what_is_queued(self):
-        writer = self.make_writer(write_slice=64)
-        writer.streamStarted(self.producer)
+        writer = self.sliced(64)
         sent = self.send(F.scan(2), writer=writer)
         writer.streamStopped(Failure(Exception("gone")))
         self.assertIsNone(writer.status["current_file"])
@@ -791,8 +794,7 @@ class WriteQueueTests(WriterTestCase):
         self.assertEqual(raws, sent)
 
     def test_start_frame_waits_for_the_queue(self):
-        writer = self.make_writer(write_slice=64)
-        writer.streamStarted(self.producer)
+        writer = self.sliced(64)
         sent = self.send(F.scan(2), F.flow(F.START), F.scan(3),
                          writer=writer)
         self.clock.advance(0)
