@@ -383,9 +383,8 @@ class RotatingWriter:
 
     def _handle(self, frame, raw):
         """
-        Apply the rules to one frame.
-
-        @raise OSError: Writing it failed; nothing of it is on disk.
+        Apply the rules to one frame, and queue it for its file; a frame
+        that cannot be written now is held.
         """
         code = raw_type_code(raw)
         # The rules read their keys from the raw bytes: spt3g's decoder of a
