@@ -102,11 +102,13 @@ Disk faults
 Backpressure
     ``twistd tsagg`` whose writes are slowed to 25 MB/s by
     ``tests/faulty_twistd.py``, fed about 100 MB as fast as loopback goes.
-    Writes block the reactor, so tsagg does not read the socket while it
-    writes; the sender waits.  The bound is one frame being written, one
-    frame being received and one socket read (1 MiB), plus frames held
-    while the disk fails (at most ``max_held_frames``, and in practice
-    those of one read, as the socket is paused at the first failure).
+    Writes run in the reactor, and the socket is paused while any bytes
+    wait to be written, so tsagg does not read while it writes; the sender
+    waits.  The bound is the frames one socket read completed (one large
+    frame, or 1 MiB of small ones) waiting to be written, the frame being
+    received, and one socket read (1 MiB), plus frames held while the disk
+    fails (at most ``max_held_frames``, and in practice those of one read,
+    as the socket is paused at the first failure).
 Shutdown
     SIGTERM to ``twistd tsagg`` under full load with 0.5 s files, and SIGINT
     while a frame is half received: every file ends at a frame boundary and
