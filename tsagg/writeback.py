@@ -14,7 +14,6 @@ C{os.fdatasync}, which gives the same bound at a higher cost.
 """
 
 import ctypes
-import ctypes.util
 import os
 
 __all__ = ["start_writeback"]
@@ -24,7 +23,9 @@ _SYNC_FILE_RANGE_WRITE = 2
 
 def _find():
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        # The symbols the process already has, the C library's among them
+        # (no search for the library, which may run ldconfig).
+        libc = ctypes.CDLL(None, use_errno=True)
         call = libc.sync_file_range
     except (OSError, AttributeError, TypeError):
         return None
