@@ -16,6 +16,7 @@ import sys
 import tempfile
 
 from tests import faultlog
+from tests.util import ROOT, repo_env
 
 MODULES = ["tests.test_faults", "tests.test_faults_disk",
            "tests.test_faults_process", "tests.test_faults_fuzz"]
@@ -149,15 +150,12 @@ def main(argv=None):
         i = argv.index("--docs")
         docs = argv[i + 1]
         del argv[i:i + 2]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as tmp:
         records = os.path.join(tmp, "records.jsonl")
-        env = dict(os.environ, **{faultlog.REPORT_ENV: records})
-        env["PYTHONPATH"] = os.pathsep.join(
-            [root] + [p for p in [env.get("PYTHONPATH")] if p])
+        env = repo_env(**{faultlog.REPORT_ENV: records})
         result = subprocess.run(
             [sys.executable, "-m", "twisted.trial", "--temp-directory",
-             os.path.join(tmp, "trial")] + MODULES, cwd=root, env=env,
+             os.path.join(tmp, "trial")] + MODULES, cwd=ROOT, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         verdict = [line for line in result.stdout.decode(
             "utf-8", "replace").splitlines()

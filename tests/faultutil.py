@@ -22,12 +22,12 @@ from tsagg.service import RecordingService, tcp_endpoint_description
 
 from tests import faultlog
 from tests.test_service import fast_retry
+from tests.util import ROOT, spawn
 
 __all__ = ["ROOT", "quiet_port", "Sandbox", "check_data_dir", "scans", "spawn_sender",
            "make_service", "LogCapture", "frame_ends", "crc32c", "reframe",
            "g3_blob"]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(ROOT, "tests", "faultpeer.py")
 
 
@@ -153,17 +153,8 @@ def spawn_sender(testcase, port, stream, cut=None, chunk=0, pace=0.0,
             "--then", then]
     if cut is not None:
         argv += ["--cut", str(cut)]
-    log = open(os.path.abspath(testcase.mktemp()), "wb")
-    testcase.addCleanup(log.close)
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
-    proc.log_path = log.name
-
-    def reap():
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    testcase.addCleanup(reap)
-    return proc
+    return spawn(testcase, argv, os.path.abspath(testcase.mktemp()),
+                 env=dict(os.environ), stdout=subprocess.DEVNULL, cwd=None)
 
 
 def make_service(testcase, port, data_dir, **kw):

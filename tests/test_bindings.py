@@ -13,6 +13,8 @@ import sys
 
 from twisted.trial import unittest
 
+from tests.util import ROOT, repo_env
+
 try:
     import importlib.util
     HAVE_SO3G = importlib.util.find_spec("so3g") is not None
@@ -35,13 +37,9 @@ class So3gBindingTests(unittest.TestCase):
     def test_suites_pass_under_so3g(self):
         if not HAVE_SO3G:
             raise unittest.SkipTest("so3g is not installed")
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, TSAGG_EXPECT_BINDING="so3g")
-        env["PYTHONPATH"] = os.pathsep.join(
-            [root] + [p for p in [env.get("PYTHONPATH")] if p])
         result = subprocess.run(
             [sys.executable, "-c", _CHILD, os.path.abspath(self.mktemp())]
-            + SUITES, cwd=root, env=env, stdout=subprocess.PIPE,
+            + SUITES, cwd=ROOT, env=repo_env(TSAGG_EXPECT_BINDING="so3g"), stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, timeout=600)
         output = result.stdout.decode("utf-8", "replace")
         summary = [line for line in output.splitlines()

@@ -8,7 +8,6 @@ of a frame, under full load.
 
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -16,51 +15,28 @@ from twisted.trial import unittest
 
 from tests import faultlog
 from tests import frames as F
-from tests.faultutil import (ROOT, Sandbox, check_data_dir, quiet_port,
-                             scans, spawn_sender)
-from tests.util import recorded_files
+from tests.faultutil import (Sandbox, check_data_dir, quiet_port, scans,
+                             spawn_sender)
+from tests.util import ROOT, poll_until, recorded_files, repo_env, spawn
 
 WRAPPER = os.path.join(ROOT, "tests", "faulty_twistd.py")
-
-
-def _env(**extra):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
 
 
 class ProcessFaultTestCase(unittest.TestCase):
 
     def spawn_tsagg(self, port, data, time_per_file=600, **env):
-        log = os.path.abspath(self.mktemp())
-        out = open(log, "wb")
-        self.addCleanup(out.close)
         argv = [sys.executable, WRAPPER, "-n", "--pidfile=", "--logfile=-",
                 "tsagg", "--address", "127.0.0.1", "--port", str(port),
                 "--data-dir", data, "--time-per-file", str(time_per_file)]
-        proc = subprocess.Popen(argv, cwd=ROOT, env=_env(**env), stdout=out,
-                                stderr=subprocess.STDOUT)
-
-        def reap():
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        self.addCleanup(reap)
-        proc.log_path = log
-        return proc
+        return spawn(self, argv, os.path.abspath(self.mktemp()),
+                     env=repo_env(**env))
 
     def log_of(self, proc):
         with open(proc.log_path) as f:
             return f.read()
 
     def wait_for(self, predicate, timeout, what):
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                self.fail("timed out waiting for %s" % what)
-            time.sleep(0.05)
+        poll_until(self, predicate, timeout, what)
 
 
 def big_stream(count, distinct=10, channels=250, samples=1000):

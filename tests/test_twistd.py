@@ -6,7 +6,6 @@ with a signal in the middle of a stream.
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 
@@ -15,16 +14,8 @@ from twisted.trial import unittest
 from tsagg.frames import load_frame
 
 from tests.test_integration import free_port
-from tests.util import files_and_frames, recorded_files, types_in
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env
+from tests.util import (files_and_frames, poll_until, recorded_files,
+                        spawn, types_in)
 
 
 def twistd_command():
@@ -38,24 +29,10 @@ def twistd_command():
 class TwistdTests(unittest.TestCase):
 
     def spawn(self, argv, log):
-        out = open(log, "wb")
-        self.addCleanup(out.close)
-        proc = subprocess.Popen(argv, cwd=ROOT, env=_env(), stdout=out,
-                                stderr=subprocess.STDOUT)
-
-        def reap():
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        self.addCleanup(reap)
-        return proc
+        return spawn(self, argv, log)
 
     def wait_for(self, predicate, timeout, what):
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                self.fail("timed out waiting for %s" % what)
-            time.sleep(0.05)
+        poll_until(self, predicate, timeout, what)
 
     def stop_mid_stream(self, sig):
         port = free_port()

@@ -3,13 +3,69 @@ Helpers shared by the tests.
 """
 
 import os
+import subprocess
+import time
 
 from tsagg import wire
 from tsagg.frames import core, frame_type_code, load_frame
 from tsagg.report import recorded_files
 
 __all__ = ["frames_on_disk", "files_and_frames", "types_in", "FakeProducer",
-           "recorded_files"]
+           "recorded_files", "ROOT", "repo_env", "spawn", "poll_until"]
+
+#: The top of the repository.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def repo_env(**extra):
+    """
+    The environment of a child process that must import this tree's tsagg
+    and tests, whatever is installed, plus C{extra} variables.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def spawn(testcase, argv, log, env=None, stdout=None, cwd=ROOT):
+    """
+    Start a child process, by default in the repository, killed (if still
+    running) and reaped when the test ends.
+
+    @param log: Path of the file that gets its output: stdout and stderr,
+        or only stderr when C{stdout} is given.
+    @param env: Its environment; L{repo_env} by default.
+    @param cwd: Its working directory, or L{None} for the test's own.
+    @return: The C{Popen}, with the log's path as C{log_path}.
+    """
+    out = open(log, "wb")
+    testcase.addCleanup(out.close)
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env=repo_env() if env is None else env,
+        stdout=out if stdout is None else stdout,
+        stderr=subprocess.STDOUT if stdout is None else out)
+
+    def reap():
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    testcase.addCleanup(reap)
+    proc.log_path = log
+    return proc
+
+
+def poll_until(testcase, predicate, timeout, what):
+    """
+    Wait, blocking, for C{predicate()} (of a child process's doing) to be
+    true; fail the test after C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            testcase.fail("timed out waiting for %s" % what)
+        time.sleep(0.05)
 
 
 def frames_on_disk(path):
