@@ -230,6 +230,21 @@ class ProcessTestCase(unittest.TestCase):
         return session, running
 
     @defer.inlineCallbacks
+    def connected(self):
+        """
+        Start the Process against a listening peer, and wait for it to
+        connect.
+
+        @return: The aggregator, the session, the Process's Deferred and the
+            peer's protocol.
+        """
+        port = yield self.listen()
+        aggregator = self.make_aggregator(port)
+        session, running = self.start(aggregator)
+        peer = yield self.peer.next_connection()
+        return aggregator, session, running, peer
+
+    @defer.inlineCallbacks
     def timed_stop(self, aggregator, session, running):
         """
         Stop as a client would and wait for the Process to end.
@@ -249,16 +264,14 @@ class StatusTests(ProcessTestCase):
 
     @defer.inlineCallbacks
     def test_session_data_is_the_live_status(self):
-        port = yield self.listen()
-        aggregator = self.make_aggregator(port)
-        session, running = self.start(aggregator)
-        peer = yield self.peer.next_connection()
+        aggregator, session, running, peer = yield self.connected()
         peer.transport.write(F.raw(F.observation()) + F.raw(F.scan(1))
                              + F.raw(F.scan(2)))
         yield wait_until(lambda: session.data.get("frames_written") == 3)
         data = session.data
         self.assertTrue(data["connected"])
-        self.assertEqual(data["address"], "127.0.0.1:%d" % (port,))
+        self.assertEqual(data["address"],
+                         "127.0.0.1:%d" % (self.port.getHost().port,))
         self.assertEqual(data["data_dir"], self.dir)
         self.assertEqual(data["stream_id"], "crate1slot2")
         self.assertEqual(data["session_id"], 1700000000)
@@ -277,10 +290,7 @@ class StatusTests(ProcessTestCase):
 
     @defer.inlineCallbacks
     def test_session_data_after_stop_shows_the_closed_file(self):
-        port = yield self.listen()
-        aggregator = self.make_aggregator(port)
-        session, running = self.start(aggregator)
-        peer = yield self.peer.next_connection()
+        aggregator, session, running, peer = yield self.connected()
         peer.transport.write(F.raw(F.scan(1)))
         yield wait_until(lambda: session.data.get("frames_written") == 1)
         _, (ok, message) = yield self.timed_stop(aggregator, session,
@@ -330,10 +340,7 @@ class StopTests(ProcessTestCase):
 
     @defer.inlineCallbacks
     def test_stop_while_idle(self):
-        port = yield self.listen()
-        aggregator = self.make_aggregator(port)
-        session, running = self.start(aggregator)
-        yield self.peer.next_connection()
+        aggregator, session, running, _ = yield self.connected()
         yield wait_until(lambda: session.data.get("connected"))
         elapsed, _ = yield self.timed_stop(aggregator, session, running)
         self.assertLess(elapsed, 1.0)
@@ -341,10 +348,7 @@ class StopTests(ProcessTestCase):
 
     @defer.inlineCallbacks
     def test_stop_mid_frame_keeps_whole_frames_only(self):
-        port = yield self.listen()
-        aggregator = self.make_aggregator(port)
-        session, running = self.start(aggregator)
-        peer = yield self.peer.next_connection()
+        aggregator, session, running, peer = yield self.connected()
         whole = [F.raw(F.observation()),
                  F.raw(F.scan(1, channels=100, samples=1000))]
         cut = F.raw(F.scan(2, channels=100, samples=1000))
@@ -359,10 +363,7 @@ class StopTests(ProcessTestCase):
 
     @defer.inlineCallbacks
     def test_stop_while_frames_flow(self):
-        port = yield self.listen()
-        aggregator = self.make_aggregator(port)
-        session, running = self.start(aggregator)
-        peer = yield self.peer.next_connection()
+        aggregator, session, running, peer = yield self.connected()
         frame = F.raw(F.scan(1, channels=64, samples=200))
         for _ in range(200):
             peer.transport.write(frame)
@@ -395,10 +396,7 @@ class StopTests(ProcessTestCase):
 
     @defer.inlineCallbacks
     def test_shutdown_ends_the_process_and_closes_the_file(self):
-        port = yield self.listen()
-        aggregator = self.make_aggregator(port)
-        session, running = self.start(aggregator)
-        peer = yield self.peer.next_connection()
+        aggregator, session, running, peer = yield self.connected()
         peer.transport.write(F.raw(F.scan(1)))
         yield wait_until(lambda: session.data.get("frames_written") == 1)
         yield aggregator.shutdown()
