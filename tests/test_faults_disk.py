@@ -198,18 +198,30 @@ class VanishingDataDirTests(DiskFaultTestCase):
     """
 
     @defer.inlineCallbacks
-    def test_data_dir_removed_while_recording(self):
-        sent = [F.raw(F.observation())] + big_scans(2, 10)
+    def record_around(self, sent, fault):
+        """
+        Stream the first four frames of C{sent}, and once they are written
+        call C{fault}; then stream the rest and stop.
+
+        @return: The L{faultlog.PeakRSS} of it all.
+        """
         with faultlog.PeakRSS() as peak:
             conn = yield self.start()
             conn.transport.write(b"".join(sent[:4]))
             yield wait_until(lambda: self.service.status["frames_written"]
                              == 4, timeout=30)
-            shutil.rmtree(self.box.data)
+            fault()
             conn.transport.write(b"".join(sent[4:]))
             yield wait_until(lambda: self.service.status["frames_received"]
                              == len(sent), timeout=30)
             yield self.service.stopService()
+        return peak
+
+    @defer.inlineCallbacks
+    def test_data_dir_removed_while_recording(self):
+        sent = [F.raw(F.observation())] + big_scans(2, 10)
+        peak = yield self.record_around(
+            sent, lambda: shutil.rmtree(self.box.data))
         status = self.service.status
         self.assertEqual(status["files_vanished"], 1)
         self.assertIn("removed or replaced", status["last_error"])
@@ -229,18 +241,13 @@ class VanishingDataDirTests(DiskFaultTestCase):
     @defer.inlineCallbacks
     def test_data_dir_moved_aside_while_recording(self):
         sent = [F.raw(F.observation())] + big_scans(2, 10)
-        with faultlog.PeakRSS() as peak:
-            conn = yield self.start()
-            conn.transport.write(b"".join(sent[:4]))
-            yield wait_until(lambda: self.service.status["frames_written"]
-                             == 4, timeout=30)
-            aside = self.box.data + ".old"
-            os.rename(self.box.data, aside)
+
+        def move_aside():
+            # The data dir is made by start(), inside record_around.
+            os.rename(self.box.data, self.box.data + ".old")
             os.makedirs(self.box.data)
-            conn.transport.write(b"".join(sent[4:]))
-            yield wait_until(lambda: self.service.status["frames_received"]
-                             == len(sent), timeout=30)
-            yield self.service.stopService()
+        peak = yield self.record_around(sent, move_aside)
+        aside = self.box.data + ".old"
         self.assertEqual(self.service.status["files_vanished"], 1)
         files = self.finish_record("data dir moved aside and made anew while "
                                    "a file is open", sent, peak,
