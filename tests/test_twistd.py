@@ -26,6 +26,11 @@ def twistd_command():
             "import sys; from twisted.scripts.twistd import run; run()"]
 
 
+def read(path):
+    with open(path, errors="replace") as f:
+        return f.read()
+
+
 class TwistdTests(unittest.TestCase):
 
     def spawn(self, argv, log):
@@ -34,7 +39,7 @@ class TwistdTests(unittest.TestCase):
     def wait_for(self, predicate, timeout, what):
         poll_until(self, predicate, timeout, what)
 
-    def stop_mid_stream(self, sig):
+    def stop_mid_stream(self, sig, lead_in=5):
         port = free_port()
         data = os.path.abspath(self.mktemp())
         logs = os.path.abspath(self.mktemp())
@@ -42,14 +47,27 @@ class TwistdTests(unittest.TestCase):
         sim = self.spawn(
             [sys.executable, "-m", "tsagg.simulator", "--port", str(port),
              "--channels", "200", "--sample-rate", "2000",
-             "--frame-rate", "20", "--duration", "30", "--lead-in", "2"],
+             "--frame-rate", "20", "--duration", "30",
+             "--lead-in", str(lead_in)],
             os.path.join(logs, "sim.log"))
+        # twistd starts once the sender listens, so that its first attempt
+        # connects (a refused one is retried only after 1.5-2.5 s), and must
+        # be connected before the session's first frame: a receiver that
+        # joins later gets the cached metadata but not the Scan frames sent
+        # before it came.
+        self.wait_for(lambda: "Listening on port" in read(sim.log_path), 30,
+                      "the sender to listen")
+        listening = time.monotonic()
         tw_log = os.path.join(logs, "twistd.log")
         tw = self.spawn(
             twistd_command() + ["-n", "--pidfile=", "--logfile=-", "tsagg",
                                 "--address", "127.0.0.1", "--port",
                                 str(port), "--data-dir", data,
                                 "--time-per-file", "1"], tw_log)
+        self.wait_for(lambda: "Connected to" in read(tw_log), 30,
+                      "twistd to connect")
+        self.assertLess(time.monotonic() - listening, lead_in - 0.5,
+                        "twistd connected too late for the session's start")
         self.wait_for(lambda: len(recorded_files(data)) >= 3, 30,
                       "three files")
         start = time.monotonic()
@@ -57,9 +75,7 @@ class TwistdTests(unittest.TestCase):
         tw.wait(timeout=10)
         elapsed = time.monotonic() - start
         sim.kill()
-        with open(tw_log) as f:
-            log = f.read()
-        return data, log, elapsed
+        return data, read(tw_log), elapsed
 
     def check_files(self, data, log):
         files = files_and_frames(data)

@@ -27,6 +27,18 @@ def _twistd():
         "import sys; from twisted.scripts.twistd import run; run()"]
 
 
+def _wait_for_line(path, text, proc, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(path, errors="replace") as f:
+            if text in f.read():
+                return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("tsagg demo: the simulator did not start; see "
+                             + path)
+        time.sleep(0.05)
+
+
 def main(data_dir="demo-data", seconds=10.0, time_per_file=3.0):
     port = _free_port()
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -35,11 +47,16 @@ def main(data_dir="demo-data", seconds=10.0, time_per_file=3.0):
     print("tsagg demo: a simulated SMuRF stream on port %d, recorded by "
           "twistd tsagg into %s/ (files of %g s)" % (port, data_dir,
                                                      time_per_file))
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "tsagg.simulator", "--port", str(port),
-         "--channels", "256", "--frame-rate", "10", "--duration",
-         str(seconds), "--lead-in", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sim_log_path = os.path.join(data_dir, "sim.log")
+    with open(sim_log_path, "wb") as sim_log:
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "tsagg.simulator", "--port", str(port),
+             "--channels", "256", "--frame-rate", "10", "--duration",
+             str(seconds), "--lead-in", "3"],
+            stdout=sim_log, stderr=subprocess.STDOUT)
+    # Start the recorder once the sender listens, so that it connects at its
+    # first attempt, well before the session begins.
+    _wait_for_line(sim_log_path, "Listening on port", sim, timeout=30)
     with open(log_path, "wb") as log:
         tw = subprocess.Popen(
             _twistd() + ["-n", "--pidfile=", "--logfile=-", "tsagg",

@@ -216,6 +216,9 @@ def main(argv=None):
     def run(reactor):
         sender = core.G3NetworkSender(hostname="*", port=options["port"])
         sim = Simulator(sender, reactor, options.plan())
+        # The sender is bound and listening once constructed; receivers
+        # started after this line connect on their first attempt.
+        sim.log.info("Listening on port {port}", port=options["port"])
 
         def done(result):
             sender(core.G3Frame(core.G3FrameType.EndProcessing))
