@@ -2,6 +2,7 @@
 Tests for L{tsagg.writeback}.
 """
 
+import ctypes
 import errno
 import os
 
@@ -22,6 +23,24 @@ class StartWritebackTests(unittest.TestCase):
         self.assertIsNotNone(writeback._sync_file_range,
                              "sync_file_range not found in the C library")
         self.assertIsNone(writeback.start_writeback(self.fd, 0, 65536))
+
+    def test_reserves_blocks_ahead_without_changing_the_size(self):
+        self.assertIsNotNone(writeback._fallocate,
+                             "fallocate not found in the C library")
+        ahead = 8 << 20
+        self.assertIsNone(writeback.start_writeback(self.fd, 0, 65536, ahead))
+        st = os.fstat(self.fd)
+        self.assertEqual(st.st_size, 65536)
+        self.assertGreaterEqual(st.st_blocks * 512, 65536 + ahead)
+
+    def test_a_reservation_that_fails_is_no_error(self):
+        def no_space(*args):
+            ctypes.set_errno(errno.ENOSPC)
+            return -1
+        self.patch(writeback, "_fallocate", no_space)
+        self.assertFalse(writeback.reserve(self.fd, 65536, 4096))
+        self.assertIsNone(writeback.start_writeback(self.fd, 0, 65536, 4096))
+        self.assertEqual(os.fstat(self.fd).st_size, 65536)
 
     def test_error_is_returned_not_raised(self):
         error = writeback.start_writeback(-1, 0, 4096)

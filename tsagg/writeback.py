@@ -11,6 +11,17 @@ dirty pages of a range for write-out and returns; the fsync at close then
 has little left to do.  Python's C{os} module does not offer it, so it is
 called from the C library; elsewhere L{start_writeback} falls back to
 C{os.fdatasync}, which gives the same bound at a higher cost.
+
+Submitting is not enough on its own.  With delayed allocation (ext4, XFS),
+blocks are allocated when the data is written out, under a lock of the
+file's block map; a write appending to the same file meanwhile needs that
+lock to reserve its own blocks, and waits.  Sampled, the writing thread sat
+in C{ext4_da_get_block_prep} 7-15% of the time, and the reactor lagged by
+30 ms and more.  So before a range is submitted, L{start_writeback} reserves
+disk blocks for the data still to come (C{fallocate(2)} with
+C{FALLOC_FL_KEEP_SIZE}, which leaves the file's size alone): writes into
+reserved blocks do not wait.  What is not used is released by truncating the
+file to its size when it is closed.
 """
 
 import ctypes
@@ -19,43 +30,71 @@ import os
 __all__ = ["start_writeback"]
 
 _SYNC_FILE_RANGE_WRITE = 2
+_FALLOC_FL_KEEP_SIZE = 1
 
 
-def _find():
+def _find(name, argtypes):
     try:
         # The symbols the process already has, the C library's among them
         # (no search for the library, which may run ldconfig).
         libc = ctypes.CDLL(None, use_errno=True)
-        call = libc.sync_file_range
+        call = getattr(libc, name)
     except (OSError, AttributeError, TypeError):
         return None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
-                     ctypes.c_uint]
+    call.argtypes = argtypes
     call.restype = ctypes.c_int
     return call
 
 
-_sync_file_range = _find()
+_sync_file_range = _find("sync_file_range", [ctypes.c_int, ctypes.c_int64,
+                                             ctypes.c_int64, ctypes.c_uint])
+_fallocate = _find("fallocate", [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
+                                 ctypes.c_int64])
 
 
-def start_writeback(fd, offset, nbytes):
+def _check(result):
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def reserve(fd, offset, nbytes):
+    """
+    Allocate disk blocks for C{nbytes} bytes of a file from C{offset},
+    without changing its size.  Best effort: where the system or the file
+    system cannot, nothing happens.
+
+    @return: Whether the blocks were reserved.
+    """
+    if _fallocate is None or nbytes <= 0:
+        return False
+    try:
+        _check(_fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, nbytes))
+    except OSError:
+        # No space (the writes will say so), or not supported here.
+        return False
+    return True
+
+
+def start_writeback(fd, offset, nbytes, ahead=0):
     """
     Submit the dirty pages of C{nbytes} bytes of a file, from C{offset}, for
-    writing to disk.  It may block while the disk's queue is full: call it
-    off the reactor.
+    writing to disk, after reserving blocks for the C{ahead} bytes that
+    follow them (L{reserve}).  It may block while the disk's queue is full:
+    call it off the reactor.
 
     This is no promise of durability (the file's metadata is not written);
     the fsync at close gives that.
 
-    @return: The L{OSError}, or L{None}.
+    @return: The L{OSError} of the write-out, or L{None}.
     """
+    reserve(fd, offset + nbytes, ahead)
     try:
         if _sync_file_range is None:
             os.fdatasync(fd)
-        elif _sync_file_range(fd, offset, nbytes,
-                              _SYNC_FILE_RANGE_WRITE) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
+        else:
+            _check(_sync_file_range(fd, offset, nbytes,
+                                    _SYNC_FILE_RANGE_WRITE))
     except OSError as e:
         return e
     return None

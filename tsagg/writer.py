@@ -130,16 +130,25 @@ class _OpenFile:
         # running, if any.
         self.written_back = 0
         self.writeback = None
+        # Whether disk blocks were reserved past the end of the file.
+        self.reserved = False
 
 
-def _sync_and_close(fd, fsync):
+def _sync_and_close(fd, fsync, size=None):
     """
     Sync a finished file to disk and close it.
 
-    @return: The L{OSError} of the sync, or L{None}.
+    @param size: The file's size, to release the disk blocks reserved past
+        its end; L{None} if none were.
+    @return: The L{OSError} of the sync (or of the release), or L{None}.
     """
     error = None
     try:
+        if size is not None:
+            try:
+                os.ftruncate(fd, size)
+            except OSError as e:
+                error = e
         if fsync:
             os.fsync(fd)
     except OSError as e:
@@ -186,7 +195,9 @@ class RotatingWriter:
     disk, run through C{run_blocking} (a thread, in the service) when one is
     given.  After every C{writeback_every} bytes, the open file's new data is
     submitted for write-out (L{start_writeback}, off the reactor too), so
-    that the fsync at close, and so a stop, has little left to do.  A write
+    that the fsync at close, and so a stop, has little left to do; blocks
+    for the next two such intervals are reserved first, so that writes do
+    not wait for the write-out, and released at close.  A write
     or sync slower than C{slow_write} seconds is logged and counted once it
     returns.
 
@@ -663,8 +674,10 @@ class RotatingWriter:
                 or end - start < self.writeback_every):
             return
         started = self.clock.seconds()
+        ahead = 2 * self.writeback_every
         d = f.writeback = self._run_blocking(
-            lambda: start_writeback(f.fd, start, end - start))
+            lambda: start_writeback(f.fd, start, end - start, ahead))
+        f.reserved = True
 
         def done(error):
             f.writeback = None
@@ -721,15 +734,16 @@ class RotatingWriter:
         @param report: Whether a failed sync is an error to report.
         """
         started = self.clock.seconds()
+        size = f.size if f.reserved else None
         if self._run_blocking is None:
-            error = _sync_and_close(f.fd, fsync)
+            error = _sync_and_close(f.fd, fsync, size)
             self._synced(error if report else None, f, started)
             return
         if f.writeback is None:
-            d = self._run_blocking(lambda: _sync_and_close(f.fd, fsync))
+            d = self._run_blocking(lambda: _sync_and_close(f.fd, fsync, size))
         else:
             d = f.writeback.addCallback(lambda _: self._run_blocking(
-                lambda: _sync_and_close(f.fd, fsync)))
+                lambda: _sync_and_close(f.fd, fsync, size)))
         self._syncing.add(d)
 
         def done(error):
