@@ -6,9 +6,11 @@ import ctypes
 import errno
 import os
 
+from twisted.internet import defer, task, threads
 from twisted.trial import unittest
 
 from tsagg import writeback
+from tsagg.frames import receive_frame
 
 
 class StartWritebackTests(unittest.TestCase):
@@ -53,3 +55,43 @@ class StartWritebackTests(unittest.TestCase):
         self.patch(os, "fdatasync", synced.append)
         self.assertIsNone(writeback.start_writeback(self.fd, 0, 65536))
         self.assertEqual(synced, [self.fd])
+
+
+class WritebackUnderLoadTests(unittest.TestCase):
+    """
+    The real thing: a RotatingWriter in the reactor writing while its
+    write-outs and reservations run in threads.
+    """
+
+    @defer.inlineCallbacks
+    def test_frames_intact_while_reservations_race_the_writes(self):
+        from twisted.internet import reactor
+
+        from tests import frames as F
+        from tests.util import files_and_frames
+        from tsagg.writer import RotatingWriter
+
+        data_dir = self.mktemp()
+        pool = reactor.getThreadPool()
+        writer = RotatingWriter(
+            data_dir, reactor, time_per_file=3600, gap_timeout=3600,
+            fsync=True, writeback_every=1 << 20,
+            run_blocking=lambda f: threads.deferToThreadPool(
+                reactor, pool, f))
+        sent = [F.raw(F.scan(n, channels=100, samples=250, seed=n))
+                for n in range(2, 202)]
+        for start in range(0, len(sent), 5):
+            # A reactor turn between batches lets write-outs (each first
+            # reserving 2 MiB ahead) run beside the next writes.
+            writer.framesReceived([receive_frame(raw) for raw in
+                                   sent[start:start + 5]])
+            yield task.deferLater(reactor, 0, lambda: None)
+        self.assertGreater(writer.status["bytes_written"], 10 << 20)
+        yield writer.close()
+        [(path, raws)] = files_and_frames(data_dir)
+        self.assertEqual(raws, sent)
+        st = os.stat(os.path.join(data_dir, path))
+        self.assertEqual(st.st_size, sum(map(len, sent)))
+        self.assertLess(st.st_blocks * 512, st.st_size + 65536)
+        self.assertEqual(writer.status["write_errors"], 0)
+        self.assertIsNone(writer.status["last_error"])

@@ -12,8 +12,8 @@ has little left to do.  Python's C{os} module does not offer it, so it is
 called from the C library; elsewhere L{start_writeback} falls back to
 C{os.fdatasync}, which gives the same bound at a higher cost.
 
-Submitting is not enough on its own.  With delayed allocation (ext4, XFS),
-blocks are allocated when the data is written out, under a lock of the
+Submitting is not enough on its own.  With delayed allocation (ext4's
+default), blocks are allocated when the data is written out, under a lock of the
 file's block map; a write appending to the same file meanwhile needs that
 lock to reserve its own blocks, and waits.  Sampled, the writing thread sat
 in C{ext4_da_get_block_prep} 7-15% of the time, and the reactor lagged by
@@ -27,7 +27,7 @@ file to its size when it is closed.
 import ctypes
 import os
 
-__all__ = ["start_writeback"]
+__all__ = ["reserve", "start_writeback"]
 
 _SYNC_FILE_RANGE_WRITE = 2
 _FALLOC_FL_KEEP_SIZE = 1
