@@ -13,12 +13,12 @@ called from the C library; elsewhere L{start_writeback} falls back to
 C{os.fdatasync}, which gives the same bound at a higher cost.
 
 Submitting is not enough on its own.  With delayed allocation (ext4's
-default), blocks are allocated when the data is written out, under a lock of the
-file's block map; a write appending to the same file meanwhile needs that
-lock to reserve its own blocks, and waits.  Sampled, the writing thread sat
-in C{ext4_da_get_block_prep} 7-15% of the time, and the reactor lagged by
-30 ms and more.  So before a range is submitted, L{start_writeback} reserves
-disk blocks for the data still to come (C{fallocate(2)} with
+default), blocks are allocated when the data is written out, under a lock of
+the file's block map; a write appending to the same file meanwhile needs
+that lock to reserve its own blocks, and waits.  Sampled, the writing thread
+sat in C{ext4_da_get_block_prep} 7-15% of the time, and the reactor lagged
+by 30 ms and more.  So before a range is submitted, L{start_writeback}
+reserves disk blocks for the data still to come (C{fallocate(2)} with
 C{FALLOC_FL_KEEP_SIZE}, which leaves the file's size alone): writes into
 reserved blocks do not wait.  What is not used is released by truncating the
 file to its size when it is closed.
