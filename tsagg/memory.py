@@ -10,9 +10,10 @@ and the OCS agent) call this; a library does not set process-wide policy.
 """
 
 import ctypes
-import ctypes.util
 
 from twisted.logger import Logger
+
+from tsagg import libc
 
 __all__ = ["keep_freed_memory"]
 
@@ -21,6 +22,8 @@ log = Logger()
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD_MAX = 32 << 20   # glibc's ceiling on 64-bit systems
+
+_mallopt = libc.function("mallopt", [ctypes.c_int, ctypes.c_int])
 
 
 def keep_freed_memory(trim_threshold=1 << 30,
@@ -36,14 +39,10 @@ def keep_freed_memory(trim_threshold=1 << 30,
     @return: C{True} if glibc took the settings; C{False} elsewhere (no
         glibc, e.g. musl or macOS), which changes nothing else.
     """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
+    if _mallopt is None:
         return False
-    ok = (mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1
-          and mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1)
+    ok = (_mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1
+          and _mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1)
     if not ok:
         log.warn("glibc refused the memory settings; frames will cost "
                  "page faults")

@@ -27,29 +27,18 @@ file to its size when it is closed.
 import ctypes
 import os
 
+from tsagg import libc
+
 __all__ = ["reserve", "start_writeback"]
 
 _SYNC_FILE_RANGE_WRITE = 2
 _FALLOC_FL_KEEP_SIZE = 1
 
-
-def _find(name, argtypes):
-    try:
-        # The symbols the process already has, the C library's among them
-        # (no search for the library, which may run ldconfig).
-        libc = ctypes.CDLL(None, use_errno=True)
-        call = getattr(libc, name)
-    except (OSError, AttributeError, TypeError):
-        return None
-    call.argtypes = argtypes
-    call.restype = ctypes.c_int
-    return call
-
-
-_sync_file_range = _find("sync_file_range", [ctypes.c_int, ctypes.c_int64,
-                                             ctypes.c_int64, ctypes.c_uint])
-_fallocate = _find("fallocate", [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
-                                 ctypes.c_int64])
+_sync_file_range = libc.function(
+    "sync_file_range",
+    [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint])
+_fallocate = libc.function(
+    "fallocate", [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64])
 
 
 def _check(result):
