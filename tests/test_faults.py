@@ -21,6 +21,7 @@ from tests.faultutil import (LogCapture, Sandbox, check_data_dir,
                              frame_ends, g3_blob, make_service, quiet_port,
                              reframe, scans, spawn_sender)
 from tests.test_service import PeerFactory, wait_until
+from tests.util import log_of
 
 SESSION = 1700000000
 
@@ -141,9 +142,8 @@ class PeerDeathTests(unittest.TestCase):
                 lambda: service.status["connections"] > connections,
                 timeout=30)
         except AssertionError:
-            with open(proc.log_path) as f:
-                self.fail("round %d (%s): no connection; sender %s: %s"
-                          % (n, kind, proc.poll(), f.read()[-2000:]))
+            self.fail("round %d (%s): no connection; sender %s: %s"
+                      % (n, kind, proc.poll(), log_of(proc)[-2000:]))
         if then == "hold" and cut is not None:
             yield wait_until(lambda: service.status["bytes_received"]
                              - received0 >= cut, timeout=30)

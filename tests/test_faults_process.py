@@ -17,7 +17,8 @@ from tests import faultlog
 from tests import frames as F
 from tests.faultutil import (Sandbox, check_data_dir, quiet_port, scans,
                              spawn_sender)
-from tests.util import ROOT, poll_until, recorded_files, repo_env, spawn
+from tests.util import (ROOT, log_of, poll_until, recorded_files, repo_env,
+                        spawn)
 
 WRAPPER = os.path.join(ROOT, "tests", "faulty_twistd.py")
 
@@ -30,10 +31,6 @@ class ProcessFaultTestCase(unittest.TestCase):
                 "--data-dir", data, "--time-per-file", str(time_per_file)]
         return spawn(self, argv, os.path.abspath(self.mktemp()),
                      env=repo_env(**env))
-
-    def log_of(self, proc):
-        with open(proc.log_path) as f:
-            return f.read()
 
     def wait_for(self, predicate, timeout, what):
         poll_until(self, predicate, timeout, what)
@@ -70,14 +67,14 @@ class BackpressureTests(ProcessFaultTestCase):
         box.seal()
         tsagg = self.spawn_tsagg(port, box.data,
                                  TSAGG_TEST_WRITE_RATE=25 * 2 ** 20)
-        self.wait_for(lambda: "Recording" in self.log_of(tsagg), 30,
+        self.wait_for(lambda: "Recording" in log_of(tsagg), 30,
                       "tsagg to start")
         time.sleep(0.5)
         base = faultlog.vm_hwm(tsagg.pid)
         sender = spawn_sender(self, port, stream, then="close")
         self.wait_for(lambda: sender.poll() is not None, 120,
                       "the sender to hand over the whole stream")
-        self.wait_for(lambda: "(disconnect)" in self.log_of(tsagg), 120,
+        self.wait_for(lambda: "(disconnect)" in log_of(tsagg), 120,
                       "tsagg to write every frame")
         peak = faultlog.vm_hwm(tsagg.pid) - base
         tsagg.send_signal(signal.SIGTERM)
@@ -108,7 +105,7 @@ class ShutdownTests(ProcessFaultTestCase):
     def check(self, fault, tsagg, box, fsync_log, sent_scans, mid_frame,
               files=2):
         tsagg.wait(timeout=30)
-        log = self.log_of(tsagg)
+        log = log_of(tsagg)
         found, torn = check_data_dir(box.data)
         with open(fsync_log) as f:
             synced = set(f.read().split())
@@ -140,7 +137,7 @@ class ShutdownTests(ProcessFaultTestCase):
         sender = spawn_sender(self, port, stream, chunk=65536, pace=0.002)
         tsagg = self.spawn_tsagg(port, box.data, time_per_file=0.5,
                                  TSAGG_TEST_FSYNC_LOG=fsync_log)
-        self.wait_for(lambda: self.log_of(tsagg).count("Opened") >= 3, 60,
+        self.wait_for(lambda: log_of(tsagg).count("Opened") >= 3, 60,
                       "three files")
         self.assertIsNone(sender.poll(), "the stream ended too soon")
         tsagg.send_signal(signal.SIGTERM)

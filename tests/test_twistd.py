@@ -14,8 +14,8 @@ from twisted.trial import unittest
 from tsagg.frames import load_frame
 
 from tests.test_integration import free_port
-from tests.util import (files_and_frames, poll_until, recorded_files,
-                        spawn, types_in)
+from tests.util import (files_and_frames, log_of, poll_until,
+                        recorded_files, spawn, types_in)
 
 
 def twistd_command():
@@ -24,11 +24,6 @@ def twistd_command():
         return [script]
     return [sys.executable, "-c",
             "import sys; from twisted.scripts.twistd import run; run()"]
-
-
-def read(path):
-    with open(path, errors="replace") as f:
-        return f.read()
 
 
 class TwistdTests(unittest.TestCase):
@@ -55,7 +50,7 @@ class TwistdTests(unittest.TestCase):
         # be connected before the session's first frame: a receiver that
         # joins later gets the cached metadata but not the Scan frames sent
         # before it came.
-        self.wait_for(lambda: "Listening on port" in read(sim.log_path), 30,
+        self.wait_for(lambda: "Listening on port" in log_of(sim), 30,
                       "the sender to listen")
         listening = time.monotonic()
         tw_log = os.path.join(logs, "twistd.log")
@@ -64,7 +59,7 @@ class TwistdTests(unittest.TestCase):
                                 "--address", "127.0.0.1", "--port",
                                 str(port), "--data-dir", data,
                                 "--time-per-file", "1"], tw_log)
-        self.wait_for(lambda: "Connected to" in read(tw_log), 30,
+        self.wait_for(lambda: "Connected to" in log_of(tw), 30,
                       "twistd to connect")
         self.assertLess(time.monotonic() - listening, lead_in - 0.5,
                         "twistd connected too late for the session's start")
@@ -75,7 +70,7 @@ class TwistdTests(unittest.TestCase):
         tw.wait(timeout=10)
         elapsed = time.monotonic() - start
         sim.kill()
-        return data, read(tw_log), elapsed
+        return data, log_of(tw), elapsed
 
     def check_files(self, data, log):
         files = files_and_frames(data)

@@ -11,7 +11,7 @@ from tsagg.frames import core, frame_type_code, load_frame
 from tsagg.report import recorded_files
 
 __all__ = ["frames_on_disk", "files_and_frames", "types_in", "FakeProducer",
-           "recorded_files", "ROOT", "repo_env", "spawn", "poll_until"]
+           "recorded_files", "ROOT", "repo_env", "spawn", "log_of", "poll_until"]
 
 #: The top of the repository.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,6 +54,14 @@ def spawn(testcase, argv, log, env=None, stdout=None, cwd=ROOT):
     testcase.addCleanup(reap)
     proc.log_path = log
     return proc
+
+
+def log_of(proc):
+    """
+    What the log of a process from L{spawn} holds so far.
+    """
+    with open(proc.log_path, errors="replace") as f:
+        return f.read()
 
 
 def poll_until(testcase, predicate, timeout, what):
