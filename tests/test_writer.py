@@ -6,7 +6,7 @@ gap on a L{task.Clock}, and write failures.
 import errno
 import os
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -603,7 +603,6 @@ class DeferredSync:
         self.jobs = []
 
     def __call__(self, job):
-        from twisted.internet import defer
         d = defer.Deferred()
         self.jobs.append((job, d))
         return d
@@ -612,6 +611,14 @@ class DeferredSync:
         jobs, self.jobs = self.jobs, []
         for job, d in jobs:
             d.callback(job())
+
+
+def run_failing(job):
+    """
+    A C{run_blocking} whose every job runs and then reports an I/O error.
+    """
+    job()
+    return defer.succeed(OSError(errno.EIO, "I/O error"))
 
 
 class SyncOffTheReactorTests(WriterTestCase):
@@ -646,11 +653,7 @@ class SyncOffTheReactorTests(WriterTestCase):
         self.assertEqual(len(self.files()), 2)
 
     def test_sync_failure_is_reported(self):
-        def failing(job):
-            from twisted.internet import defer
-            job()
-            return defer.succeed(OSError(errno.EIO, "I/O error"))
-        writer = self.make_writer(run_blocking=failing, fsync=True)
+        writer = self.make_writer(run_blocking=run_failing, fsync=True)
         self.send(F.scan(1), writer=writer)
         writer.close()
         self.assertIn("I/O error", writer.status["last_error"])
@@ -865,11 +868,7 @@ class WritebackTests(WriterTestCase):
         self.assertEqual(raws, sent)
 
     def test_writeback_failure_is_reported(self):
-        def failing(job):
-            from twisted.internet import defer
-            job()
-            return defer.succeed(OSError(errno.EIO, "I/O error"))
-        writer = self.make_writer(run_blocking=failing, fsync=True,
+        writer = self.make_writer(run_blocking=run_failing, fsync=True,
                                   writeback_every=1)
         self.send(F.scan(2), writer=writer)
         self.assertIn("write-out of", writer.status["last_error"])
