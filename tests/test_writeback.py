@@ -6,11 +6,15 @@ import ctypes
 import errno
 import os
 
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
 from tsagg import writeback
 from tsagg.frames import receive_frame
+from tsagg.writer import RotatingWriter
+
+from tests import frames as F
+from tests.util import files_and_frames
 
 
 class StartWritebackTests(unittest.TestCase):
@@ -65,12 +69,6 @@ class WritebackUnderLoadTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_frames_intact_while_reservations_race_the_writes(self):
-        from twisted.internet import reactor
-
-        from tests import frames as F
-        from tests.util import files_and_frames
-        from tsagg.writer import RotatingWriter
-
         data_dir = self.mktemp()
         pool = reactor.getThreadPool()
         writer = RotatingWriter(
