@@ -56,14 +56,6 @@ def _status(ok):
     return "PASS" if ok else "MISS"
 
 
-def lag_runs(results):
-    """
-    The reactor lag runs (results of older benches also hold runs of
-    prototypes, marked C{proto}: left out).
-    """
-    return [r for r in results.get("lag", []) if not r.get("proto")]
-
-
 def targets(results):
     """
     Every target of the issue, for tsagg as it is.
@@ -95,7 +87,7 @@ def targets(results):
         r = s.get("ratio_fps")
         add("frames/s tsagg / C++, ~10 kB frames", ">= 0.8", _f(r, "%.2f"),
             check(r, lambda v: v >= 0.8))
-    for r in lag_runs(results):
+    for r in results.get("lag", []):
         p99 = r["lag"]["p99_ms"]
         add("reactor lag p99 at full ingest, %s frames, fsync %s"
             % (r["case"], "on" if r["fsync"] else "off"), "<= 20 ms",
@@ -205,7 +197,7 @@ def markdown(results):
         out += ["### The real peer: spt3g's G3NetworkSender, 1.6 MB frames",
                 "", _table(["receiver", "run", "MB/s", "CPU s/GB", ""],
                            rows), ""]
-    lag = lag_runs(results)
+    lag = results.get("lag", [])
     if lag:
         rows = [[r["case"], "on" if r["fsync"] else "off",
                  _f(r["MBps"], "%.0f"), _f(r["cpu_s_per_GB"], "%.2f"),
@@ -362,7 +354,7 @@ def rst(results):
                 "Medians of %d alternating runs per receiver; tsagg runs "
                 "as ``twistd -n tsagg --no-fsync`` (G3Writer never fsyncs)."
                 % m["runs"], "", _rst_table(hdr, rows), ""]
-    lag = lag_runs(results)
+    lag = results.get("lag", [])
     if lag:
         out += ["Reactor lag at full ingest", "--------------------------",
                 "", "A 10 Hz ``LoopingCall`` in the reactor that records, "
@@ -442,7 +434,7 @@ def plot(results, path):
 
     ax = axes[1][0]
     rows = [("%s%s" % (r["case"], " fsync" if r["fsync"] else ""), r["lag"])
-            for r in lag_runs(results)]
+            for r in results.get("lag", [])]
     if results.get("streams"):
         rows.append(("32 streams", results["streams"]["lag"]))
     if results.get("rss"):

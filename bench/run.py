@@ -43,7 +43,7 @@ INPROC = os.path.join(BENCH_DIR, "inproc.py")
 REPO = os.path.dirname(BENCH_DIR)
 
 RECEIVERS = ("tsagg", "cpp")
-#: The parts of a run, for --only ("experiments" is an old name of "stages").
+#: The parts of a run, for --only.
 PARTS = ("throughput", "peer", "lag", "streams", "stop", "rss", "stages",
          "profile")
 
@@ -362,7 +362,7 @@ def main():
                         help="write the docs page (performance.rst) here")
     parser.add_argument("--only", default=None,
                         help="comma-separated parts: " + ",".join(PARTS))
-    parser.add_argument("--no-stages", "--no-experiments",
+    parser.add_argument("--no-stages",
                         action="store_true", dest="no_stages",
                         help="no stage timers or profile")
     parser.add_argument("--render", action="store_true",
@@ -378,8 +378,6 @@ def main():
     if args.runs is None:
         args.runs = 3 if args.quick else 5
     parts = set(args.only.split(",")) if args.only else set(PARTS)
-    if "experiments" in parts:
-        parts = (parts - {"experiments"}) | {"stages"}
     if parts - set(PARTS):
         parser.error("unknown part(s) %s; the parts: %s" % (
             ",".join(sorted(parts - set(PARTS))), ",".join(PARTS)))
