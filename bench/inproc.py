@@ -32,10 +32,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (BENCH_DIR, emit, lag_summary, minor_faults,  # noqa: E402
                     proc_status_kb, self_cpu_seconds)
 
-from twisted.internet import defer, task, threads  # noqa: E402
+from twisted.internet import defer, task  # noqa: E402
 
 from tsagg.memory import keep_freed_memory  # noqa: E402
-from tsagg.service import RecordingService, tcp_endpoint_description  # noqa
+from tsagg.service import (RecordingService, in_thread_pool,  # noqa: E402
+                           tcp_endpoint_description)
 from tsagg.writer import RotatingWriter  # noqa: E402
 
 PY = sys.executable
@@ -222,8 +223,7 @@ def make_service(reactor, port, data_dir, fsync=False, time_per_file=3600.0,
     writer = writer_class(data_dir, reactor, time_per_file=time_per_file,
                           gap_timeout=10.0, default_stream_id=stream_id,
                           fsync=fsync, opener=opener,
-                          run_blocking=lambda f: threads.deferToThreadPool(
-                              reactor, reactor.getThreadPool(), f))
+                          run_blocking=in_thread_pool(reactor))
     return RecordingService(reactor, tcp_endpoint_description("127.0.0.1",
                                                                port),
                             data_dir, idle_timeout=idle_timeout,

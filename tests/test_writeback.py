@@ -6,11 +6,12 @@ import ctypes
 import errno
 import os
 
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from tsagg import writeback
 from tsagg.frames import receive_frame
+from tsagg.service import in_thread_pool
 from tsagg.writer import RotatingWriter
 
 from tests import frames as F
@@ -70,12 +71,10 @@ class WritebackUnderLoadTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_frames_intact_while_reservations_race_the_writes(self):
         data_dir = self.mktemp()
-        pool = reactor.getThreadPool()
         writer = RotatingWriter(
             data_dir, reactor, time_per_file=3600, gap_timeout=3600,
             fsync=True, writeback_every=1 << 20,
-            run_blocking=lambda f: threads.deferToThreadPool(
-                reactor, pool, f))
+            run_blocking=in_thread_pool(reactor))
         sent = [F.raw(F.scan(n, channels=100, samples=250, seed=n))
                 for n in range(2, 202)]
         for start in range(0, len(sent), 5):

@@ -14,7 +14,7 @@ from tsagg import wire
 from tsagg.protocol import G3StreamFactory
 from tsagg.writer import RotatingWriter
 
-__all__ = ["RecordingService", "tcp_endpoint_description"]
+__all__ = ["RecordingService", "tcp_endpoint_description", "in_thread_pool"]
 
 
 def tcp_endpoint_description(address, port, timeout=10):
@@ -24,6 +24,15 @@ def tcp_endpoint_description(address, port, timeout=10):
     """
     host = address.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
     return "tcp:host=%s:port=%d:timeout=%d" % (host, int(port), timeout)
+
+
+def in_thread_pool(reactor):
+    """
+    A C{run_blocking} for L{RotatingWriter}: it runs a function in the
+    reactor's thread pool and returns a L{Deferred} of its result.
+    """
+    return lambda f: threads.deferToThreadPool(reactor,
+                                               reactor.getThreadPool(), f)
 
 
 class RecordingService(Service):
@@ -53,8 +62,7 @@ class RecordingService(Service):
             writer = RotatingWriter(
                 data_dir, reactor, time_per_file=time_per_file,
                 gap_timeout=gap_timeout, default_stream_id=stream_id,
-                fsync=fsync, run_blocking=lambda f: threads.deferToThreadPool(
-                    reactor, reactor.getThreadPool(), f))
+                fsync=fsync, run_blocking=in_thread_pool(reactor))
         self.writer = writer
         self.factory = G3StreamFactory(writer, reactor,
                                        idle_timeout=idle_timeout,
