@@ -95,9 +95,12 @@ class DeliveryTests(ProtocolTestCase):
         self.assertEqual(self.sink.raws, raws + raws)
         self.assertEqual(self.factory.stats.frames_received, 6)
 
-    def test_sink_gets_the_transport_as_producer(self):
-        self.assertIs(self.sink.producer, self.transport)
+    def test_the_sink_pauses_and_resumes_the_socket(self):
         self.assertEqual(self.sink.events, ["started"])
+        self.sink.producer.pauseProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        self.sink.producer.resumeProducing()
+        self.assertEqual(self.transport.producerState, "producing")
 
     def test_connection_lost_reaches_the_sink(self):
         self.lose()
@@ -180,6 +183,37 @@ class IdleTimeoutTests(ProtocolTestCase):
         self.assertTrue(self.transport.disconnecting)
         self.lose()
         self.assertEqual(self.sink.raws, [])
+
+    def test_paused_time_does_not_count(self):
+        self.clock.advance(20)
+        self.sink.producer.pauseProducing()
+        self.clock.advance(3600)
+        self.assertFalse(self.transport.disconnecting)
+        self.sink.producer.resumeProducing()
+        # The peer has the whole timeout anew from the resume.
+        self.clock.advance(29)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(self.transport.disconnecting)
+        self.lose()
+
+    def test_time_in_the_sinks_own_work_does_not_count(self):
+        clock = self.clock
+
+        def slow_write(frames):
+            # A write stalled for a minute on a hung file system: the time
+            # passes, and the reactor runs no timer meanwhile.
+            clock.rightNow += 60
+        self.sink.framesReceived = slow_write
+        self.clock.advance(20)
+        self.proto.dataReceived(F.raw(F.scan(1)))
+        self.clock.advance(0)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(29)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(self.transport.disconnecting)
+        self.lose()
 
     def test_no_timeout_after_loss(self):
         self.lose()

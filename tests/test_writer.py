@@ -518,8 +518,9 @@ class WriteFailureTests(WriterTestCase):
         self.assertEqual(raws, sent)
 
     def test_frames_lost_only_beyond_the_bound(self):
+        size = len(F.raw(F.scan(1)))
         writer = self.make_writer(opener=FailingOpener(errno.EACCES),
-                                  max_held_frames=2)
+                                  max_held_bytes=2 * size + size // 2)
         self.send(F.scan(1), F.scan(2), F.scan(3), writer=writer)
         self.assertEqual(writer.status["frames_held"], 2)
         self.assertEqual(writer.status["frames_lost"], 1)
@@ -618,7 +619,7 @@ def run_failing(job):
     A C{run_blocking} whose every job runs and then reports an I/O error.
     """
     job()
-    return defer.succeed(OSError(errno.EIO, "I/O error"))
+    return defer.succeed((OSError(errno.EIO, "I/O error"), 0.0))
 
 
 class SyncOffTheReactorTests(WriterTestCase):

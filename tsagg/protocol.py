@@ -4,9 +4,11 @@ from the socket, has spt3g deserialize and CRC-check them, and hands them to
 an L{IFrameSink}.
 """
 
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
 
 from tsagg import wire
 from tsagg.frames import CorruptFrame, receive_frame
@@ -53,14 +55,20 @@ class StreamStats:
         }
 
 
+@implementer(IPushProducer)
 class G3StreamProtocol(Protocol, TimeoutMixin):
     """
     Receive one G3 stream and pass each frame to the factory's sink.
 
     A frame that breaks the stream (a limit exceeded, a malformed header, a
     bad CRC) is logged and counted, and the connection is dropped: there is
-    no way to find the next frame after it.  Frames before it are kept.  A
-    peer that sends nothing for C{idle_timeout} seconds is dropped too.
+    no way to find the next frame after it.  Frames before it are kept.
+
+    A peer that sends nothing for C{idle_timeout} seconds while tsagg wants
+    data is dropped too.  The protocol is the producer the sink pauses: while
+    paused (the sink cannot write) the idle clock stands still, and the time
+    the sink spends in its own work on a read does not count either.  The
+    timeout finds a silent peer; it never punishes tsagg's own pause.
     """
 
     log = Logger()
@@ -82,8 +90,9 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
         self._stats.peer = "%s:%s" % (getattr(peer, "host", peer),
                                       getattr(peer, "port", ""))
         self.log.info("Connected to {peer}", peer=self._stats.peer)
+        self._paused = False
         self.setTimeout(factory.idle_timeout)
-        self._sink.streamStarted(self.transport)
+        self._sink.streamStarted(self)
 
     def dataReceived(self, data):
         if self._failed:
@@ -103,11 +112,39 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
         if frames:
             stats.frames_received += len(frames)
             self._sink.framesReceived(frames)
+            # A write that took long was tsagg's time, not the peer's.
+            self.resetTimeout()
         if error is not None:
             self._fail(error)
         elif splitter.error is not None:
             self._fail("%s: %s" % (type(splitter.error).__name__,
                                    splitter.error))
+
+    # -- IPushProducer, for the sink -------------------------------------
+
+    def pauseProducing(self):
+        """
+        Stop reading the socket, and the idle clock with it.
+        """
+        if self._paused:
+            return
+        self._paused = True
+        self.setTimeout(None)
+        self.transport.pauseProducing()
+
+    def resumeProducing(self):
+        """
+        Read the socket again; the peer has C{idle_timeout} seconds anew.
+        """
+        if not self._paused:
+            return
+        self._paused = False
+        if not self._failed:
+            self.setTimeout(self.factory.idle_timeout)
+        self.transport.resumeProducing()
+
+    def stopProducing(self):
+        self.transport.stopProducing()
 
     def _fail(self, message):
         self._failed = True

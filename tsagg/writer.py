@@ -16,6 +16,7 @@ decides, the writer acts.
 import errno
 import os
 import stat
+import time
 from collections import deque
 
 from twisted.internet import defer
@@ -23,11 +24,14 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from tsagg import sostream
+from tsagg.diskspace import (DEFAULT_MIN_FREE, FreeSpaceFloor, free_space,
+                             human_bytes)
 from tsagg.frames import raw_type_code
 from tsagg.interfaces import IFrameSink
 from tsagg.writeback import start_writeback
 
-__all__ = ["RotatingWriter", "FilePolicy", "Acquisition", "OutsideDataDir"]
+__all__ = ["RotatingWriter", "FilePolicy", "Acquisition", "OutsideDataDir",
+           "BelowFloor", "duration_text"]
 
 ROTATE = "rotate"
 GAP = "gap"
@@ -46,6 +50,67 @@ class OutsideDataDir(OSError):
     """
     A path resolved outside the data directory (a symlink planted in it).
     """
+
+
+class BelowFloor(OSError):
+    """
+    The data file system has less free space than the floor (C{--min-free}):
+    the disk counts as full.
+    """
+
+
+def duration_text(seconds):
+    """
+    A duration as an operator reads it: C{'45 s'}, C{'3 min 12 s'},
+    C{'2 h 5 min'}.
+    """
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return "%d s" % (seconds,)
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return "%d min %d s" % (minutes, seconds) if seconds else \
+            "%d min" % (minutes,)
+    hours, minutes = divmod(minutes, 60)
+    return "%d h %d min" % (hours, minutes)
+
+
+class _Outage:
+    """
+    A time in which writing fails: since when, why, and the backoff of the
+    retries.
+    """
+
+    def __init__(self, since, cause, first_delay, max_delay):
+        self.since = since
+        self.cause = cause
+        self.reported_at = since
+        self._delay = first_delay
+        self._max_delay = max_delay
+
+    def next_delay(self):
+        delay = self._delay
+        self._delay = min(self._delay * 2, self._max_delay)
+        return delay
+
+
+def _cause(error):
+    """
+    What went wrong, without the path: the same for every retry.
+    """
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _timed_call(function, *args):
+    """
+    Call C{function} and time it there, where it runs (a thread of the
+    pool): the time it waited in the pool's queue is not the disk's.
+
+    @return: C{(result, seconds)}.
+    """
+    started = time.monotonic()
+    result = function(*args)
+    return result, time.monotonic() - started
 
 
 class FilePolicy:
@@ -167,12 +232,17 @@ class RotatingWriter:
     END closes it and forgets the cached metadata; none is ever written.
     Data that comes without a START opens an acquisition as if one had come.
 
-    When writing fails (no space, no permission, the directory gone), the
-    partial frame is cut off, the file is closed (and removed if it holds no
-    frame of data, so a full disk does not fill with empty files), the frame
-    is held and the producer paused; the writer retries every
-    C{retry_interval} seconds and resumes the producer once frames go to
-    disk again, in a new file.
+    When writing fails (no space, no permission, a read-only or vanished
+    directory), or the free space falls below the floor C{min_free}, an
+    outage begins: the partial frame is cut off, the file is closed (and
+    removed if it holds no frame of data, so a full disk does not fill with
+    empty files), the frames of the read are held and the producer paused,
+    so the socket is not read and the sender keeps the rest.  One timer
+    retries, after C{retry_interval} seconds and then twice as long each time
+    up to C{max_retry_interval}; the gap timer does not end an acquisition
+    whose frames are held.  The outage is logged once when it begins, then
+    at most once a minute, and once when it ends; the held frames then go to
+    disk first, in order, in a new file that begins with the metadata.
 
     Before each frame the open file is checked to be still where it was
     opened (one C{lstat}): on Linux a file whose directory was removed takes
@@ -199,7 +269,8 @@ class RotatingWriter:
     for the next two such intervals are reserved first, so that writes do
     not wait for the write-out, and released at close.  A write
     or sync slower than C{slow_write} seconds is logged and counted once it
-    returns.
+    returns; the time of a call run in a thread is taken there, around the
+    call itself.
 
     @ivar data_dir: The absolute, real path of the data directory.
     @ivar default_stream_id: Directory name for streams that do not name
@@ -213,9 +284,11 @@ class RotatingWriter:
 
     def __init__(self, data_dir, clock, time_per_file=600.0, gap_timeout=10.0,
                  default_stream_id="unknown", fsync=True, retry_interval=1.0,
-                 max_held_frames=1024, opener=os.open, slow_write=1.0,
-                 run_blocking=None, write_slice=1 << 20,
-                 writeback_every=1 << 30):
+                 max_retry_interval=30.0, max_held_bytes=1 << 31,
+                 opener=os.open, slow_write=1.0, run_blocking=None,
+                 write_slice=1 << 20, writeback_every=1 << 30,
+                 min_free=DEFAULT_MIN_FREE, statvfs=os.statvfs,
+                 free_check_bytes=16 << 20, free_check_interval=1.0):
         safe = sostream.sanitize_stream_id(default_stream_id)
         if safe != default_stream_id:
             raise ValueError("stream id %r is not a safe directory name"
@@ -230,7 +303,18 @@ class RotatingWriter:
         self._run_blocking = run_blocking
         self._syncing = set()
         self.retry_interval = retry_interval
-        self.max_held_frames = max_held_frames
+        self.max_retry_interval = max(max_retry_interval, retry_interval)
+        self.max_held_bytes = max_held_bytes
+        if not isinstance(min_free, FreeSpaceFloor):
+            min_free = FreeSpaceFloor(min_free)
+        self.min_free = min_free
+        self._statvfs = statvfs
+        self._free_check_bytes = free_check_bytes
+        self._free_check_interval = free_check_interval
+        # When, and at which count of bytes written, free space was checked.
+        self._free_checked_at = None
+        self._free_checked_bytes = 0
+        self._outage = None
         self._opener = opener
         self.slow_write = slow_write
         if write_slice is not None and write_slice <= 0:
@@ -255,6 +339,7 @@ class RotatingWriter:
         self._metadata = {}
         self._stream_id = None
         self._held = deque()
+        self._held_bytes = 0
         self._frame_nums = sostream.FrameNumTracker()
         self._replaying = False
         # The last session_id blob seen, and its value.
@@ -281,7 +366,7 @@ class RotatingWriter:
     @property
     def status(self):
         acq = self._acq
-        return {
+        status = {
             "current_file": self._file.path if self._file else None,
             "last_file": self.last_file,
             "stream_id": acq.stream_id if acq else self._stream_id,
@@ -293,6 +378,9 @@ class RotatingWriter:
             "flow_control_frames": dict(self.flow_control),
             "frames_dropped_upstream": self._frame_nums.dropped,
             "frames_held": len(self._held),
+            "bytes_held": self._held_bytes,
+            "outage_seconds": (None if self._outage is None else
+                               self.clock.seconds() - self._outage.since),
             "frames_lost": self.frames_lost,
             "write_errors": self.write_errors,
             "files_vanished": self.files_vanished,
@@ -301,15 +389,31 @@ class RotatingWriter:
             "last_frame_time": self.last_frame_time,
             "last_error": self.last_error,
         }
+        status.update(self.disk_status())
+        return status
+
+    def disk_status(self):
+        """
+        The free space of the data file system and the floor kept free on
+        it, in bytes (L{None} when the file system cannot be examined).
+        """
+        try:
+            free, total = free_space(self.data_dir, self._statvfs)
+        except OSError:
+            return {"free_bytes": None, "free_floor_bytes": None}
+        return {"free_bytes": free,
+                "free_floor_bytes": self.min_free.bytes_of(total)}
 
     def streamStarted(self, producer):
         self._producer = producer
         self._paused = False
         if self._held or self._out:
             self._pause()
-        # The sender replays its own metadata cache to each new connection;
-        # ours would only duplicate it.
-        self._metadata.clear()
+        else:
+            # The sender replays its own metadata cache to each new
+            # connection; ours would only duplicate it.  Frames held from
+            # the last connection still need it, at the top of their file.
+            self._metadata.clear()
         self._replaying = True
 
     def streamStopped(self, reason):
@@ -377,6 +481,10 @@ class RotatingWriter:
             self.log.error("Closing with {count} frames that could not be "
                            "written; they are lost", count=len(self._held))
             self._held.clear()
+            self._held_bytes = 0
+        else:
+            self._outage_ended()
+        self._outage = None
         self._end_acquisition("stop")
         return self.synced()
 
@@ -486,6 +594,8 @@ class RotatingWriter:
                              "acquisition goes on in a new file"
                              % (self._file.path,))
             self._close_file("removed or replaced")
+        if not self._out:
+            self._check_floor(now)
         if self._file is None:
             if self._acq is None:
                 self._begin_acquisition(session, now)
@@ -494,6 +604,36 @@ class RotatingWriter:
         self._last_write = now
         if self._timer is None:
             self._schedule()
+
+    def _check_floor(self, now):
+        """
+        Check the free space when a file is to open, and then every
+        C{free_check_bytes} written or C{free_check_interval} seconds.
+
+        @raise BelowFloor: There is less than the floor; the open file, if
+            any, has been closed at its frame boundary.
+        """
+        if (self._file is not None and self._free_checked_at is not None
+                and now - self._free_checked_at < self._free_check_interval
+                and self.bytes_written - self._free_checked_bytes
+                < self._free_check_bytes):
+            return
+        self._free_checked_at = now
+        self._free_checked_bytes = self.bytes_written
+        try:
+            free, total = free_space(self.data_dir, self._statvfs)
+        except OSError:
+            # Opening the file will tell what is wrong.
+            return
+        floor = self.min_free.bytes_of(total)
+        if free >= floor and free > 0:
+            return
+        if self._file is not None:
+            self._close_file("free space below the floor")
+        raise BelowFloor(
+            errno.ENOSPC, "%s free on %s, below the floor of %s (--min-free "
+            "%s)" % (human_bytes(free), self.data_dir, human_bytes(floor),
+                     self.min_free.text))
 
     def _begin_acquisition(self, session, now):
         basename = str(session) if session is not None else str(int(now))
@@ -521,7 +661,9 @@ class RotatingWriter:
         self._cancel(self._timer)
         self._timer = None
         self.files_written += 1
-        self.log.info("Opened {path}", path=path)
+        if self._outage is None:
+            # In an outage, the retry's file is named when writing works.
+            self.log.info("Opened {path}", path=path)
         # Every file stands alone: it starts with the latest metadata of the
         # acquisition, except the kind of frame that is about to be written.
         for code, raw in self._metadata.items():
@@ -614,10 +756,10 @@ class RotatingWriter:
                     budget -= written
                 self._wrote(f, written)
         except OSError as e:
-            self._timed("write to " + f.path, started)
+            self._timed("write to " + f.path, self.clock.seconds() - started)
             self._queue_failed(f, e)
             return False
-        self._timed("write to " + f.path, started)
+        self._timed("write to " + f.path, self.clock.seconds() - started)
         self._write_back(f)
         return not out
 
@@ -673,15 +815,16 @@ class RotatingWriter:
                 or self.writeback_every is None or f.writeback is not None
                 or end - start < self.writeback_every):
             return
-        started = self.clock.seconds()
         ahead = 2 * self.writeback_every
         d = f.writeback = self._run_blocking(
-            lambda: start_writeback(f.fd, start, end - start, ahead))
+            lambda: _timed_call(start_writeback, f.fd, start, end - start,
+                                ahead))
         f.reserved = True
 
-        def done(error):
+        def done(result):
+            error, took = result
             f.writeback = None
-            self._timed("write-out of " + f.path, started)
+            self._timed("write-out of " + f.path, took)
             if error is not None:
                 self._note_error("write-out of %s failed: %s"
                                  % (f.path, error))
@@ -691,11 +834,12 @@ class RotatingWriter:
         d.addErrback(lambda failure: self.log.failure(
             "Write-out of {path} failed", failure, path=f.path))
 
-    def _timed(self, what, started):
+    def _timed(self, what, took):
         """
-        Note how long a blocking call took, by the clock, once it returned.
+        Note how long a blocking call took, once it returned.
+
+        @param took: Its duration, in seconds, timed around the call itself.
         """
-        took = self.clock.seconds() - started
         if took > self.slowest_write:
             self.slowest_write = took
         if took >= self.slow_write:
@@ -733,30 +877,33 @@ class RotatingWriter:
 
         @param report: Whether a failed sync is an error to report.
         """
-        started = self.clock.seconds()
         size = f.size if f.reserved else None
+
+        def sync():
+            return _timed_call(_sync_and_close, f.fd, fsync, size)
         if self._run_blocking is None:
-            error = _sync_and_close(f.fd, fsync, size)
-            self._synced(error if report else None, f, started)
+            error, took = sync()
+            self._synced(error if report else None, f, fsync, took)
             return
         if f.writeback is None:
-            d = self._run_blocking(lambda: _sync_and_close(f.fd, fsync, size))
+            d = self._run_blocking(sync)
         else:
-            d = f.writeback.addCallback(lambda _: self._run_blocking(
-                lambda: _sync_and_close(f.fd, fsync, size)))
+            d = f.writeback.addCallback(lambda _: self._run_blocking(sync))
         self._syncing.add(d)
 
-        def done(error):
+        def done(result):
+            error, took = result
             self._syncing.discard(d)
-            self._synced(error if report else None, f, started)
+            self._synced(error if report else None, f, fsync, took)
         d.addCallback(done)
         d.addErrback(lambda failure: self.log.failure(
             "Syncing {path} failed", failure, path=f.path))
 
-    def _synced(self, error, f, started):
-        self._timed("fsync of " + f.path, started)
+    def _synced(self, error, f, fsync, took):
+        what = "fsync of " if fsync else "close of "
+        self._timed(what + f.path, took)
         if error is not None:
-            self._note_error("fsync of %s failed: %s" % (f.path, error))
+            self._note_error("%s%s failed: %s" % (what, f.path, error))
 
     def _end_acquisition(self, why):
         self._close_file(why)
@@ -776,6 +923,10 @@ class RotatingWriter:
     def _timer_fired(self):
         self._timer = None
         if self._acq is None or self._last_write is None:
+            return
+        if self._held:
+            # The frames are not missing, they wait for the disk: writing
+            # them re-arms the timer.
             return
         if self._out:
             # A large frame is still being written: decide after it.
@@ -801,7 +952,8 @@ class RotatingWriter:
 
     def _write_failed(self, error):
         self.write_errors += 1
-        self._note_error("write failed: %s" % (error,))
+        self.last_error = "write failed: %s" % (error,)
+        self._outage_noted(error)
         # The file may be unusable (its directory gone, the disk failing):
         # the acquisition goes on in a new file once writing works again.
         f = self._file
@@ -825,6 +977,25 @@ class RotatingWriter:
         # The disk is failing: a failed sync of what it took is no news.
         self._release(f, fsync, report=False)
 
+    def _outage_noted(self, error):
+        """
+        Begin an outage, or note that its cause changed: each is logged
+        once, whatever the number of retries.
+        """
+        cause = _cause(error)
+        outage = self._outage
+        if outage is None:
+            self._outage = _Outage(self.clock.seconds(), cause,
+                                   self.retry_interval,
+                                   self.max_retry_interval)
+            self.log.error(
+                "Writing under {data_dir} failed: {error}. The stream is "
+                "paused and its frames held until writing works again.",
+                data_dir=self.data_dir, error=error)
+        elif cause != outage.cause:
+            outage.cause = cause
+            self.log.error("Writing still fails, now: {error}", error=error)
+
     def _note_error(self, message):
         # The retries of a failing disk fail the same way every time: log
         # each new error once.
@@ -833,19 +1004,27 @@ class RotatingWriter:
         self.last_error = message
 
     def _hold(self, frame, raw, front=False):
-        if len(self._held) >= self.max_held_frames:
+        if self._held_bytes + len(raw) > self.max_held_bytes:
+            # Only frames already read are held, and the socket is paused:
+            # in practice those of one read.  This is a last guard.
             self.frames_lost += 1
-            self._note_error("more than %d frames wait for the disk; a frame "
-                             "is lost" % (self.max_held_frames,))
+            self._note_error("more than %s wait for the disk; a frame is "
+                             "lost" % (human_bytes(self.max_held_bytes),))
             return
         if front:
             self._held.appendleft((frame, raw))
         else:
             self._held.append((frame, raw))
+        self._held_bytes += len(raw)
         self._pause()
         if self._retry is None and not self._closed:
-            self._retry = self.clock.callLater(self.retry_interval,
+            self._retry = self.clock.callLater(self._retry_delay(),
                                                self._retry_held)
+
+    def _retry_delay(self):
+        if self._outage is None:
+            return self.retry_interval
+        return self._outage.next_delay()
 
     def _pause(self):
         if self._producer is not None and not self._paused:
@@ -864,20 +1043,40 @@ class RotatingWriter:
     def _retry_held(self):
         self._retry = None
         self._drain()
+        outage = self._outage
         if self._held:
-            self._retry = self.clock.callLater(self.retry_interval,
-                                               self._retry_held)
+            now = self.clock.seconds()
+            if outage is not None and now - outage.reported_at >= 60:
+                outage.reported_at = now
+                self.log.warn(
+                    "Writing has failed for {duration}: {error}; {frames} "
+                    "frames waiting", duration=duration_text(now - outage.since),
+                    error=outage.cause, frames=len(self._held))
+            if self._retry is None and not self._closed:
+                self._retry = self.clock.callLater(self._retry_delay(),
+                                                   self._retry_held)
             return
-        self.log.info("Writing works again")
+        self._outage_ended()
         if self._producer is None:
             # The stream went away while frames were held.
             self._end_acquisition("disconnect")
         else:
             self._resume()
 
+    def _outage_ended(self):
+        outage, self._outage = self._outage, None
+        if outage is None:
+            return
+        where = self._file.path if self._file is not None else self.last_file
+        self.log.info("Writing works again, after {duration}; the held "
+                      "frames are in {path}",
+                      duration=duration_text(self.clock.seconds()
+                                             - outage.since), path=where)
+
     def _drain(self):
         while self._held:
             frame, raw = self._held.popleft()
+            self._held_bytes -= len(raw)
             before = self.write_errors
             self._handle(frame, raw)
             self._flush()
