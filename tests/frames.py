@@ -10,7 +10,7 @@ from tsagg import sostream
 from tsagg.frames import core, dump_frame
 
 __all__ = ["scan", "observation", "wiring", "flow", "raw", "pipeline_info",
-           "handmade"]
+           "handmade", "acquisition"]
 
 
 def _stamp(frame, stream_id, session_id, frame_num):
@@ -66,6 +66,16 @@ def raw(frame):
     The bytes a G3NetworkSender puts on the wire for C{frame}.
     """
     return dump_frame(frame)
+
+
+def acquisition(scans=3, channels=4, samples=10):
+    """
+    The raw frames of a file as tsagg writes one: Observation, Wiring, then
+    C{scans} Scan frames.
+    """
+    return ([raw(observation()), raw(wiring())]
+            + [raw(scan(i, channels=channels, samples=samples))
+               for i in range(2, 2 + scans)])
 
 
 def handmade(entries, ftype=b"S", flag=1, version=1, count=None, crc=0):

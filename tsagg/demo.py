@@ -1,6 +1,7 @@
 """
 ``python -m tsagg.demo``: stream a simulated SO session into ``twistd
-tsagg`` for a few seconds, stop it with SIGTERM, and show what was recorded.
+tsagg`` for a few seconds, stop it with SIGTERM, and show and check what
+was recorded.
 """
 
 import os
@@ -78,7 +79,7 @@ def main(data_dir="demo-data", seconds=10.0, time_per_file=3.0):
     print("twistd stopped %.2f s after SIGTERM (exit status %s); its log is "
           "%s" % (stopped, tw.returncode, log_path))
     print()
-    return report.main([data_dir])
+    return report.main(["--check", data_dir])
 
 
 if __name__ == "__main__":

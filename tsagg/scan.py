@@ -1,0 +1,179 @@
+"""
+Check a recorded ``.g3`` file frame by frame, in bounded memory: how long its
+prefix of whole, valid frames is, what those frames are, and what is wrong
+with the rest.
+
+A file that tsagg closed is whole frames only.  A file left open by a killed
+process may end in a torn tail, part of a frame; cutting the file back to
+L{FileScan.good_bytes} (see L{whole_frames_length}) makes it whole again.
+"""
+
+import os
+from collections import Counter
+
+from tsagg import wire
+from tsagg.frames import CorruptFrame, raw_type_code, receive_frame
+
+__all__ = ["FileScan", "scan_file", "whole_frames_length", "TORN", "CORRUPT",
+           "CHUNK_SIZE"]
+
+#: Bytes read from a file at a time.
+CHUNK_SIZE = 4 << 20
+
+#: L{FileScan.problem_kind} of a file that ends inside a frame.
+TORN = "torn"
+#: L{FileScan.problem_kind} of a file with a frame whose layout or CRC is bad.
+CORRUPT = "corrupt"
+
+# Frame types that are data; every other type is metadata.
+_DATA_TYPES = frozenset("ST")
+# How many type codes FileScan.first_types keeps.
+_FIRST_TYPES = 8
+
+
+class FileScan:
+    """
+    The frames of one file, fed in as bytes: no I/O here (L{scan_file} reads
+    the file).
+
+    The scan stops at the first problem; the counts describe the frames
+    before it.
+
+    @ivar path: The file scanned, or L{None} if the bytes came from elsewhere.
+    @ivar check_crc: Whether each frame's CRC is checked, or only its layout.
+    @ivar size: Bytes in the file (bytes fed, until L{finish} says more).
+    @ivar good_bytes: Length of the longest prefix made of whole frames whose
+        layout, and CRC when C{check_crc}, are valid.  It is also the offset
+        of the problem, if there is one.
+    @ivar frames: How many frames that prefix holds.
+    @ivar types: A L{Counter} of their type codes (C{'S'}, C{'O'}, ...).
+    @ivar first_types: The type codes of the first frames, up to eight of
+        them, as one string (e.g. C{'OWSSSSSS'}).
+    @ivar scan_before_metadata: C{True} if a Scan frame comes before any
+        metadata frame (a frame whose type is neither Scan nor Timepoint):
+        the file does not start with the metadata of its acquisition.
+    @ivar problem: L{None}, or what is wrong after C{good_bytes}, in words.
+    @ivar problem_kind: L{None}, L{TORN} or L{CORRUPT}.
+    """
+
+    def __init__(self, path=None, check_crc=True,
+                 max_frame_size=wire.DEFAULT_MAX_FRAME_SIZE):
+        """
+        @param max_frame_size: Largest frame taken as valid, in bytes.
+        """
+        self.path = path
+        self.check_crc = check_crc
+        self.size = 0
+        self.good_bytes = 0
+        self.frames = 0
+        self.types = Counter()
+        self.first_types = ""
+        self.scan_before_metadata = False
+        self.problem = None
+        self.problem_kind = None
+        self._metadata_seen = False
+        self._splitter = wire.FrameSplitter(max_frame_size=max_frame_size)
+
+    @property
+    def done(self):
+        """
+        Whether more bytes can change the result: not after a problem.
+        """
+        return self.problem is not None
+
+    def feed(self, data):
+        """
+        Take the next bytes of the file.
+
+        @param data: L{bytes}.
+        """
+        self.size += len(data)
+        if self.done:
+            return
+        splitter = self._splitter
+        for raw, entries in splitter.split(data):
+            if self.check_crc:
+                try:
+                    receive_frame(raw, entries)
+                except CorruptFrame as e:
+                    self._found(CORRUPT, "corrupt frame at offset %d: %s"
+                                % (self.good_bytes, e))
+                    return
+            self._count(raw_type_code(raw))
+            self.good_bytes += len(raw)
+        if splitter.error is not None:
+            self._found(CORRUPT, "corrupt frame at offset %d: %s"
+                        % (self.good_bytes, splitter.error))
+
+    def finish(self, size=None):
+        """
+        The file ends here.
+
+        @param size: The file's size, if more than the bytes fed (the caller
+            stopped feeding once the scan was L{done}).
+        @return: This scan.
+        """
+        if size is not None:
+            self.size = size
+        if not self.done and self.good_bytes < self.size:
+            self._found(TORN, "torn tail: %d bytes of an incomplete frame at "
+                        "offset %d" % (self.size - self.good_bytes,
+                                       self.good_bytes))
+        return self
+
+    def _count(self, code):
+        self.frames += 1
+        self.types[code] += 1
+        if len(self.first_types) < _FIRST_TYPES:
+            self.first_types += code
+        if code not in _DATA_TYPES:
+            self._metadata_seen = True
+        elif code == "S" and not self._metadata_seen:
+            self.scan_before_metadata = True
+
+    def _found(self, kind, message):
+        self.problem_kind = kind
+        self.problem = message
+
+    def __repr__(self):
+        return "<FileScan %r: %d of %d bytes good, %d frames, %s>" % (
+            self.path, self.good_bytes, self.size, self.frames,
+            self.problem or "no problem")
+
+
+def scan_file(path, check_crc=True, chunk_size=CHUNK_SIZE,
+              max_frame_size=wire.DEFAULT_MAX_FRAME_SIZE):
+    """
+    Scan one file, reading it in chunks: memory stays within C{chunk_size}
+    and the largest frame, whatever the file's size.  Reading stops at the
+    first bad frame.
+
+    @param check_crc: Check every frame's CRC too, not only its layout.
+        Without it, C{good_bytes} counts frames with a bad CRC as good.
+    @param max_frame_size: Largest frame taken as valid, in bytes.
+    @rtype: L{FileScan}
+    @raise OSError: The file cannot be read.
+    """
+    scan = FileScan(path, check_crc, max_frame_size)
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        while not scan.done:
+            data = f.read(chunk_size)
+            if not data:
+                break
+            scan.feed(data)
+    return scan.finish(max(size, scan.size))
+
+
+def whole_frames_length(path, max_frame_size=wire.DEFAULT_MAX_FRAME_SIZE):
+    """
+    The length of the longest prefix of a file made of whole frames whose
+    layout and CRC are valid: truncating a file left open by a killed
+    process to this length leaves only whole frames in it.
+
+    A file that is whole gives its size.  A frame with a bad CRC in the
+    middle of a file ends the prefix as a torn tail does.
+
+    @raise OSError: The file cannot be read.
+    """
+    return scan_file(path, max_frame_size=max_frame_size).good_bytes
