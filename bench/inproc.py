@@ -227,7 +227,7 @@ def make_service(reactor, port, data_dir, fsync=False, time_per_file=3600.0,
     return RecordingService(reactor, tcp_endpoint_description("127.0.0.1",
                                                                port),
                             data_dir, idle_timeout=idle_timeout,
-                            writer=writer)
+                            writer=writer, create_data_dir=True)
 
 
 # -- ingest ------------------------------------------------------------------

@@ -98,7 +98,8 @@ def receiver_command(kind, port, data_dir, fsync=False):
         cmd = [TWISTD, "-n", "--pidfile=", "--logfile",
                os.path.join(os.path.dirname(data_dir), "twistd.log"),
                "tsagg", "--address", "127.0.0.1", "--port", str(port),
-               "--data-dir", data_dir, "--time-per-file", "3600"]
+               "--data-dir", data_dir, "--create-data-dir",
+               "--time-per-file", "3600"]
         if not fsync:
             cmd.append("--no-fsync")
         return cmd

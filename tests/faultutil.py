@@ -164,6 +164,7 @@ def make_service(testcase, port, data_dir, **kw):
     """
     kw.setdefault("fsync", False)
     kw.setdefault("retry_policy", fast_retry)
+    kw.setdefault("create_data_dir", True)
     service = RecordingService(
         reactor, tcp_endpoint_description("127.0.0.1", port), data_dir, **kw)
     testcase.addCleanup(lambda: service.running and service.stopService())

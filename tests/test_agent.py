@@ -213,7 +213,8 @@ class ProcessTestCase(unittest.TestCase):
         def make_service():
             service = RecordingService(
                 reactor, tcp_endpoint_description("127.0.0.1", port),
-                self.dir, fsync=False, retry_policy=retry_policy)
+                self.dir, fsync=False, retry_policy=retry_policy,
+                create_data_dir=True)
             if endpoint is not None:
                 service.endpoint = endpoint
             self.services.append(service)

@@ -196,6 +196,7 @@ class AgentIntegrationTests(unittest.TestCase):
                 "arguments": [["--auto-start", auto_start],
                               ["--time-per-file", "3600"],
                               ["--data-dir", data_dir],
+                              ["--create-data-dir", True],
                               ["--port", str(self.sender_port)],
                               ["--address", "127.0.0.1"]]}
 

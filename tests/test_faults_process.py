@@ -28,7 +28,8 @@ class ProcessFaultTestCase(unittest.TestCase):
     def spawn_tsagg(self, port, data, time_per_file=600, **env):
         argv = [sys.executable, WRAPPER, "-n", "--pidfile=", "--logfile=-",
                 "tsagg", "--address", "127.0.0.1", "--port", str(port),
-                "--data-dir", data, "--time-per-file", str(time_per_file)]
+                "--data-dir", data, "--create-data-dir",
+                "--time-per-file", str(time_per_file)]
         return spawn(self, argv, os.path.abspath(self.mktemp()),
                      env=repo_env(**env))
 

@@ -49,7 +49,7 @@ class RealSenderTests(unittest.TestCase):
         service = RecordingService(
             reactor, tcp_endpoint_description("127.0.0.1", port), self.dir,
             time_per_file=time_per_file, gap_timeout=30, fsync=False,
-            retry_policy=fast_retry)
+            retry_policy=fast_retry, create_data_dir=True)
         service.startService()
         try:
             yield service.whenConnected()

@@ -21,7 +21,7 @@ from tests import frames as F
 from tests.test_writer import T0, DeferredSync, FailingOpener
 from tests.util import FakeProducer, files_and_frames
 
-StatVFS = namedtuple("StatVFS", "f_bavail f_frsize f_blocks")
+StatVFS = namedtuple("StatVFS", "f_bavail f_frsize f_blocks f_flag")
 
 
 class FakeDisk:
@@ -32,11 +32,13 @@ class FakeDisk:
     def __init__(self, free=50 << 30, total=100 << 30):
         self.free = free
         self.total = total
+        self.read_only = False
         self.calls = 0
 
     def __call__(self, path):
         self.calls += 1
-        return StatVFS(self.free // 4096, 4096, self.total // 4096)
+        return StatVFS(self.free // 4096, 4096, self.total // 4096,
+                       os.ST_RDONLY if self.read_only else 0)
 
 
 class OutageTestCase(unittest.TestCase):
@@ -277,6 +279,25 @@ class FloorTests(OutageTestCase):
         for n in range(10):
             self.send(writer, F.scan(2 + n, channels=64, samples=2000))
         self.assertEqual(disk.calls - calls, 2)
+
+    def test_a_read_only_file_system_pauses_at_once(self):
+        disk = FakeDisk()
+        writer = self.make_writer(statvfs=disk)
+        first = self.send(writer, F.observation(), F.scan(2))
+        # A read-only mount laid over the data directory: the open file
+        # could still be written, but the acquisition stops there.
+        disk.read_only = True
+        self.clock.advance(2)
+        held = self.send(writer, F.scan(3))
+        self.assertTrue(self.producer.paused)
+        self.assertIn("read-only", writer.status["last_error"])
+        self.assertIsNone(writer.status["current_file"])
+        disk.read_only = False
+        self.clock.advance(1)
+        self.assertFalse(self.producer.paused)
+        writer.close()
+        self.assertEqual([raws for _, raws in self.files()],
+                         [first, first[:1] + held])
 
     def test_a_floor_in_bytes(self):
         disk = FakeDisk(free=300 << 20)

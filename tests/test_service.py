@@ -79,6 +79,7 @@ class ServiceTestCase(unittest.TestCase):
         self.dir = self.mktemp()
         kw.setdefault("fsync", False)
         kw.setdefault("retry_policy", fast_retry)
+        kw.setdefault("create_data_dir", True)
         service = RecordingService(
             reactor, tcp_endpoint_description("127.0.0.1", port), self.dir,
             **kw)

@@ -58,6 +58,7 @@ class TwistdTests(unittest.TestCase):
             twistd_command() + ["-n", "--pidfile=", "--logfile=-", "tsagg",
                                 "--address", "127.0.0.1", "--port",
                                 str(port), "--data-dir", data,
+                                "--create-data-dir",
                                 "--time-per-file", "1"], tw_log)
         self.wait_for(lambda: "Connected to" in log_of(tw), 30,
                       "twistd to connect")

@@ -11,8 +11,10 @@ from ocs import ocs_agent, site_config
 from twisted.internet import defer, task
 
 from tsagg import options, wire
+from tsagg.diskspace import DEFAULT_MIN_FREE
 from tsagg.memory import keep_freed_memory
-from tsagg.service import RecordingService, tcp_endpoint_description
+from tsagg.service import (DataDirError, RecordingService,
+                           tcp_endpoint_description)
 
 __all__ = ["TimestreamAggregator", "make_parser", "main", "str_to_bool"]
 
@@ -63,6 +65,7 @@ _positive_float = _argparse_type(options.positive(float))
 _positive_int = _argparse_type(options.positive(int))
 _port = _argparse_type(options.port)
 _stream_id = _argparse_type(options.stream_id)
+_min_free = _argparse_type(options.min_free)
 
 
 class TimestreamAggregator:
@@ -171,8 +174,13 @@ class TimestreamAggregator:
         if self._stopped_early is session:
             self._stopped_early = None
             return False, "Stopped before recording began."
+        service = self._make_service()
+        try:
+            service.prepare()
+        except DataDirError as e:
+            return False, "Cannot record: %s." % (e,)
         self._stop_requested = defer.Deferred()
-        service = self.service = self._make_service()
+        self.service = service
         updates = task.LoopingCall(self._update_data, session, service)
         updates.clock = self._clock
         try:
@@ -286,6 +294,17 @@ def make_parser(parser=None):
     group.add_argument(
         "--no-fsync", action="store_true",
         help="Do not fsync files when closing them.")
+    group.add_argument(
+        "--min-free", type=_min_free, default=options.min_free(DEFAULT_MIN_FREE),
+        help="Free space to leave on the data file system: a percentage of "
+             "it (1%%) or bytes (500M, 20G). Below it the disk counts as "
+             "full: the stream is paused and its frames held until space "
+             "returns.")
+    group.add_argument(
+        "--create-data-dir", type=str_to_bool, nargs="?", const=True,
+        default=False, metavar="BOOL",
+        help="Make the data directory if it does not exist; by default a "
+             "missing one ends the stream Process with an error.")
     return parser
 
 
@@ -304,7 +323,9 @@ def service_maker(args, reactor):
             idle_timeout=args.idle_timeout,
             stream_id=args.stream_id,
             max_frame_size=args.max_frame_size,
-            fsync=not args.no_fsync)
+            fsync=not args.no_fsync,
+            min_free=args.min_free,
+            create_data_dir=args.create_data_dir)
     return make_service
 
 

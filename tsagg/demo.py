@@ -62,7 +62,8 @@ def main(data_dir="demo-data", seconds=10.0, time_per_file=3.0):
         tw = subprocess.Popen(
             _twistd() + ["-n", "--pidfile=", "--logfile=-", "tsagg",
                          "--address", "127.0.0.1", "--port", str(port),
-                         "--data-dir", data_dir, "--time-per-file",
+                         "--data-dir", data_dir, "--create-data-dir",
+                         "--time-per-file",
                          str(time_per_file)],
             stdout=log, stderr=subprocess.STDOUT)
         try:

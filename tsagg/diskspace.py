@@ -54,6 +54,9 @@ class FreeSpaceFloor:
             return self._bytes
         return int(total * self._percent / 100)
 
+    def __str__(self):
+        return self.text
+
     def __repr__(self):
         return "FreeSpaceFloor(%r)" % (self.text,)
 

@@ -5,8 +5,9 @@ L{ValueError} with a message an operator can act on.
 """
 
 from tsagg import sostream
+from tsagg.diskspace import FreeSpaceFloor
 
-__all__ = ["positive", "port", "stream_id"]
+__all__ = ["positive", "port", "stream_id", "min_free"]
 
 
 def positive(kind):
@@ -48,3 +49,11 @@ def stream_id(text):
             "%r is not a plain directory name of letters, digits, '_', '-' "
             "and '.', not starting with '.'" % (text,))
     return text
+
+
+def min_free(text):
+    """
+    A free-space floor: C{'N%'} of the file system, or bytes with an
+    optional unit (C{500M}, C{20G}).
+    """
+    return FreeSpaceFloor(text)

@@ -11,10 +11,12 @@ from twisted.internet.endpoints import clientFromString
 from twisted.logger import Logger
 
 from tsagg import wire
+from tsagg.diskspace import DEFAULT_MIN_FREE
 from tsagg.protocol import G3StreamFactory
-from tsagg.writer import RotatingWriter
+from tsagg.writer import DataDirError, RotatingWriter
 
-__all__ = ["RecordingService", "tcp_endpoint_description", "in_thread_pool"]
+__all__ = ["RecordingService", "tcp_endpoint_description", "in_thread_pool",
+           "DataDirError"]
 
 
 def tcp_endpoint_description(address, port, timeout=10):
@@ -44,6 +46,11 @@ class RecordingService(Service):
     file at a frame boundary when stopped.  It can be started and stopped
     any number of times.
 
+    Before it connects, L{prepare} checks the data directory and repairs
+    the files that a recorder killed outright left open there; a start with
+    a data directory that is missing or cannot be written fails at once
+    with L{DataDirError}.
+
     @ivar writer: The L{RotatingWriter}.
     @ivar factory: The L{G3StreamFactory} of the connections.
     @ivar endpoint_description: Where the sender is, as an endpoint string.
@@ -54,7 +61,8 @@ class RecordingService(Service):
     def __init__(self, reactor, endpoint_description, data_dir,
                  time_per_file=600.0, gap_timeout=10.0, idle_timeout=30.0,
                  stream_id="unknown", max_frame_size=wire.DEFAULT_MAX_FRAME_SIZE,
-                 fsync=True, retry_policy=None, writer=None):
+                 fsync=True, retry_policy=None, writer=None,
+                 min_free=DEFAULT_MIN_FREE, create_data_dir=False):
         self._reactor = reactor
         self.endpoint_description = endpoint_description
         self.endpoint = clientFromString(reactor, endpoint_description)
@@ -62,8 +70,10 @@ class RecordingService(Service):
             writer = RotatingWriter(
                 data_dir, reactor, time_per_file=time_per_file,
                 gap_timeout=gap_timeout, default_stream_id=stream_id,
-                fsync=fsync, run_blocking=in_thread_pool(reactor))
+                fsync=fsync, run_blocking=in_thread_pool(reactor),
+                min_free=min_free)
         self.writer = writer
+        self.create_data_dir = create_data_dir
         self.factory = G3StreamFactory(writer, reactor,
                                        idle_timeout=idle_timeout,
                                        max_frame_size=max_frame_size)
@@ -72,7 +82,24 @@ class RecordingService(Service):
         self._retry_policy = retry_policy
         self._client = None
 
+    def prepare(self):
+        """
+        Check the data directory (making it if C{create_data_dir}) and
+        repair what a killed recorder left open in it; nothing more if that
+        is done already.
+
+        @raise DataDirError: It is missing or cannot be written; the message
+            is one line for the operator.
+        """
+        return self.writer.prepare(create=self.create_data_dir)
+
     def startService(self):
+        """
+        Start recording: L{prepare}, then connect.
+
+        @raise DataDirError: See L{prepare}; the service is not started.
+        """
+        self.prepare()
         Service.startService(self)
         self.writer.start()
         self.log.info("Recording {endpoint} into {data_dir}",

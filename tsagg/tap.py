@@ -2,11 +2,17 @@
 ``twistd tsagg``: record a G3 stream with no OCS around it.
 """
 
+import signal
+
+from twisted.application.service import MultiService, Service
+from twisted.logger import Logger
 from twisted.python import usage
 
 from tsagg import options, wire
+from tsagg.diskspace import DEFAULT_MIN_FREE
 from tsagg.memory import keep_freed_memory
-from tsagg.service import RecordingService, tcp_endpoint_description
+from tsagg.service import (DataDirError, RecordingService,
+                           tcp_endpoint_description)
 
 __all__ = ["Options", "makeService"]
 
@@ -44,9 +50,17 @@ class Options(usage.Options):
         ["endpoint", None, None,
          "Twisted client endpoint of the sender, e.g. "
          "'tcp:host=h:port=50000'; overrides --address and --port."],
+        ["min-free", None, options.min_free(DEFAULT_MIN_FREE),
+         "Free space to leave on the data file system: a percentage of it "
+         "(1%) or bytes (500M, 20G).  Below it the disk counts as full: the "
+         "stream is paused and its frames held until space returns.",
+         options.min_free],
     ]
     optFlags = [
         ["no-fsync", None, "Do not fsync files when closing them."],
+        ["create-data-dir", None,
+         "Make the data directory if it does not exist (by default a "
+         "missing one is an error at start)."],
     ]
 
     def postOptions(self):
@@ -54,22 +68,74 @@ class Options(usage.Options):
             raise usage.UsageError("--data-dir must not be empty")
 
 
+class StopOnHangup(Service):
+    """
+    End C{twistd} on SIGHUP the way SIGTERM does (the reactor stops, the
+    recording closes its file at a frame boundary and syncs it), instead of
+    the default of SIGHUP: death on the spot, which leaves a torn file.  A
+    terminal or ssh session that closes under C{twistd -n} sends it.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor):
+        self._reactor = reactor
+        self._previous = None
+
+    def startService(self):
+        Service.startService(self)
+        self._previous = signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self):
+        Service.stopService(self)
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+
+    def _hangup(self, signum, frame):
+        # In a signal handler: only hand over to the reactor's thread.
+        self._reactor.callFromThread(self._stop)
+
+    def _stop(self):
+        self.log.info("Received SIGHUP, shutting down.")
+        if self._reactor.running:
+            self._reactor.stop()
+
+
 def makeService(options, reactor=None):
     """
-    The L{RecordingService} the options describe.
+    The L{RecordingService} the options describe, under a service that
+    stops it on SIGHUP.
+
+    The data directory is checked (and what a killed recorder left open in
+    it repaired) now, before anything connects: a data directory that is
+    missing or cannot be written ends C{twistd} with a one-line error and a
+    non-zero status.
 
     @param reactor: The reactor to run in; the global one by default.
+    @raise SystemExit: The data directory cannot be used.
     """
     if reactor is None:
         from twisted.internet import reactor
     keep_freed_memory()
     endpoint = options["endpoint"] or tcp_endpoint_description(
         options["address"], options["port"])
-    return RecordingService(
+    recording = RecordingService(
         reactor, endpoint, options["data-dir"],
         time_per_file=options["time-per-file"],
         gap_timeout=options["gap-timeout"],
         idle_timeout=options["idle-timeout"],
         stream_id=options["stream-id"],
         max_frame_size=options["max-frame-size"],
-        fsync=not options["no-fsync"])
+        fsync=not options["no-fsync"],
+        min_free=options["min-free"],
+        create_data_dir=options["create-data-dir"])
+    try:
+        recording.prepare()
+    except DataDirError as e:
+        raise SystemExit("tsagg: %s" % (e,))
+    top = MultiService()
+    recording.setServiceParent(top)
+    StopOnHangup(reactor).setServiceParent(top)
+    top.recording = recording
+    return top

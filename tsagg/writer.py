@@ -28,10 +28,11 @@ from tsagg.diskspace import (DEFAULT_MIN_FREE, FreeSpaceFloor, free_space,
                              human_bytes)
 from tsagg.frames import raw_type_code
 from tsagg.interfaces import IFrameSink
+from tsagg.journal import Journal, recover
 from tsagg.writeback import start_writeback
 
 __all__ = ["RotatingWriter", "FilePolicy", "Acquisition", "OutsideDataDir",
-           "BelowFloor", "duration_text"]
+           "BelowFloor", "DataDirError", "duration_text"]
 
 ROTATE = "rotate"
 GAP = "gap"
@@ -49,6 +50,13 @@ _IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024)
 class OutsideDataDir(OSError):
     """
     A path resolved outside the data directory (a symlink planted in it).
+    """
+
+
+class DataDirError(Exception):
+    """
+    The data directory is missing or cannot be written: recording cannot
+    start.  The message is one line, for the operator.
     """
 
 
@@ -315,6 +323,7 @@ class RotatingWriter:
         self._free_checked_at = None
         self._free_checked_bytes = 0
         self._outage = None
+        self._journal = None
         self._opener = opener
         self.slow_write = slow_write
         if write_slice is not None and write_slice <= 0:
@@ -486,7 +495,11 @@ class RotatingWriter:
             self._outage_ended()
         self._outage = None
         self._end_acquisition("stop")
-        return self.synced()
+        d = self.synced()
+        if d is None:
+            self._close_journal()
+            return None
+        return d.addCallback(self._close_journal)
 
     def synced(self):
         """
@@ -595,7 +608,7 @@ class RotatingWriter:
                              % (self._file.path,))
             self._close_file("removed or replaced")
         if not self._out:
-            self._check_floor(now)
+            self._check_disk(now)
         if self._file is None:
             if self._acq is None:
                 self._begin_acquisition(session, now)
@@ -605,13 +618,20 @@ class RotatingWriter:
         if self._timer is None:
             self._schedule()
 
-    def _check_floor(self, now):
+    def _check_disk(self, now):
         """
-        Check the free space when a file is to open, and then every
-        C{free_check_bytes} written or C{free_check_interval} seconds.
+        Check the data file system when a file is to open, and then every
+        C{free_check_bytes} written or C{free_check_interval} seconds: that
+        it is not read-only, and has more free space than the floor.
+
+        A file open before the file system turned read-only (a read-only
+        mount laid over the data directory) could still be written, but no
+        file after it: the acquisition pauses at once, not at the next
+        rotation.
 
         @raise BelowFloor: There is less than the floor; the open file, if
             any, has been closed at its frame boundary.
+        @raise OSError: C{EROFS}, likewise.
         """
         if (self._file is not None and self._free_checked_at is not None
                 and now - self._free_checked_at < self._free_check_interval
@@ -621,10 +641,16 @@ class RotatingWriter:
         self._free_checked_at = now
         self._free_checked_bytes = self.bytes_written
         try:
-            free, total = free_space(self.data_dir, self._statvfs)
+            st = self._statvfs(self.data_dir)
         except OSError:
             # Opening the file will tell what is wrong.
             return
+        if getattr(st, "f_flag", 0) & os.ST_RDONLY:
+            if self._file is not None:
+                self._close_file("the file system is read-only")
+            raise OSError(errno.EROFS, "the data file system is read-only "
+                          "(mounted read-only)", self.data_dir)
+        free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
         floor = self.min_free.bytes_of(total)
         if free >= floor and free > 0:
             return
@@ -657,6 +683,8 @@ class RotatingWriter:
                     raise
         acq.next_index = index + 1
         self._file = _OpenFile(fd, path, index, now)
+        self._file.relative = os.path.relpath(path, self.data_dir)
+        self._journal_opened(self._file.relative)
         # The new file brings its own rotation deadline.
         self._cancel(self._timer)
         self._timer = None
@@ -904,6 +932,90 @@ class RotatingWriter:
         self._timed(what + f.path, took)
         if error is not None:
             self._note_error("%s%s failed: %s" % (what, f.path, error))
+        if self._journal is not None:
+            try:
+                self._journal.closed(f.relative)
+            except OSError as e:
+                self._note_error("the journal of open files cannot be "
+                                 "written: %s" % (e,))
+
+    # -- the journal of open files, for crash repair ---------------------------
+
+    def prepare(self, create=False):
+        """
+        Make ready to record: check that the data directory is there and can
+        be written, repair the files that a recorder killed outright left
+        open in it (L{tsagg.journal}), and begin this writer's journal.
+        Nothing happens if it is ready already.
+
+        @param create: Make the data directory if it does not exist.
+        @return: The L{tsagg.journal.Repair}s of the files repaired.
+        @raise DataDirError: The data directory is missing (and not to be
+            made) or cannot be written.
+        """
+        if self._journal is not None:
+            return []
+        if not os.path.isdir(self.data_dir):
+            if not create or os.path.lexists(self.data_dir):
+                raise DataDirError(
+                    "the data directory %s does not exist or is not a "
+                    "directory" % (self.data_dir,))
+            try:
+                os.makedirs(self.data_dir)
+            except OSError as e:
+                raise DataDirError("cannot make the data directory %s: %s"
+                                   % (self.data_dir, e.strerror or e))
+            self.log.info("Made the data directory {path}",
+                          path=self.data_dir)
+        try:
+            repairs = recover(self.data_dir)
+            self._journal = Journal(self.data_dir)
+        except OSError as e:
+            raise DataDirError("cannot write in the data directory %s: %s"
+                               % (self.data_dir, e.strerror or e))
+        for r in repairs:
+            if r.error is not None:
+                self.log.error("{path}, left open by a recorder that did not "
+                               "stop, could not be repaired: {error}",
+                               path=r.path, error=r.error)
+            elif r.cut:
+                self.log.warn("Repaired {path}, left open by a recorder that "
+                              "did not stop: cut {cut} bytes off its end "
+                              "({problem}); {frames} whole frames kept",
+                              path=r.path, cut=r.cut, problem=r.problem,
+                              frames=r.frames)
+            else:
+                self.log.info("{path}, left open by a recorder that did not "
+                              "stop, ends with a whole frame ({frames} "
+                              "frames); nothing cut", path=r.path,
+                              frames=r.frames)
+        return repairs
+
+    def _journal_opened(self, relative):
+        journal = self._journal
+        if journal is None:
+            return
+        try:
+            if not os.path.exists(journal.path):
+                # The data directory was removed or replaced while
+                # recording: begin a journal in the new one.
+                journal.close()
+                journal = self._journal = Journal(self.data_dir)
+            journal.opened(relative)
+        except OSError as e:
+            self._note_error("the journal of open files cannot be written: "
+                             "%s" % (e,))
+            return
+        if self._run_blocking is None:
+            journal.sync_quietly()
+        else:
+            self._run_blocking(journal.sync_quietly)
+
+    def _close_journal(self, result=None):
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        return result
 
     def _end_acquisition(self, why):
         self._close_file(why)

@@ -1,0 +1,286 @@
+"""
+A journal of the files a recorder has open, kept in the data directory, so
+that the next start can repair what a crash (kill -9, the OOM killer, a power
+cut) left behind: a file cut off in the middle of a frame.
+
+Each running recorder keeps one journal, C{<data-dir>/.tsagg/journal-*},
+and holds an exclusive C{flock} on it for as long as it runs.  A line
+C{open <path>} is added (and synced) when a file opens, and C{closed <path>}
+once the file is synced and closed; paths are relative to the data directory.
+The kernel drops the lock of a process that dies, so at start a recorder
+takes every journal it can lock: the files named open in it were left open
+by a process that is gone.  Each is cut back to its last whole frame (and
+synced); a file that a journal does not name open is never touched.  Several
+recorders can share one data directory: a journal whose owner still runs
+stays locked and is left alone.
+"""
+
+import errno
+import fcntl
+import os
+import stat
+
+from tsagg.scan import scan_file
+
+__all__ = ["Journal", "Repair", "recover", "JOURNAL_DIR"]
+
+#: The directory of the journals, under the data directory.
+JOURNAL_DIR = ".tsagg"
+_PREFIX = "journal-"
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _journal_dir(data_dir):
+    """
+    Make (if need be) the journal directory, refusing anything but a real
+    directory there.
+    """
+    path = os.path.join(data_dir, JOURNAL_DIR)
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        pass
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise OSError(errno.ENOTDIR, "not a directory", path)
+    return path
+
+
+def _sync_dir(path):
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """
+    The journal of this recorder: which of its files are open now.
+
+    @ivar path: The journal's path.
+    """
+
+    def __init__(self, data_dir):
+        """
+        Create and lock a new journal in C{data_dir}.
+
+        @raise OSError: It cannot be created: the data directory is not
+            there or cannot be written.
+        """
+        directory = _journal_dir(data_dir)
+        name = "%d-%s" % (os.getpid(), os.urandom(4).hex())
+        building = os.path.join(directory, "new-" + name)
+        fd = os.open(building, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                     | os.O_APPEND | _NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Only a locked journal carries the name that recovery looks
+            # for, so a journal is never taken for a dead one while it is
+            # being made.
+            self.path = os.path.join(directory, _PREFIX + name)
+            os.rename(building, self.path)
+            _sync_dir(directory)
+        except BaseException:
+            os.close(fd)
+            try:
+                os.unlink(building)
+            except OSError:
+                pass
+            raise
+        self._fd = fd
+        self._open = set()
+
+    def opened(self, relative):
+        """
+        Note that a file opened: call before anything is written to it.
+
+        The line is synced by L{sync_quietly}, which may run in a thread.
+        """
+        self._open.add(relative)
+        self._append("open %s\n" % (relative,))
+
+    def sync_quietly(self):
+        """
+        Sync the journal to disk, if it is still open; a failure is left to
+        the writes of the data, which report the disk's trouble.
+        """
+        fd = self._fd
+        if fd is None:
+            return
+        try:
+            os.fdatasync(fd)
+        except OSError:
+            pass
+
+    def closed(self, relative):
+        """
+        Note that a file is synced and closed.  Once no file is open, the
+        journal is emptied.
+        """
+        self._open.discard(relative)
+        if self._open:
+            self._append("closed %s\n" % (relative,))
+        else:
+            os.ftruncate(self._fd, 0)
+
+    def close(self):
+        """
+        Remove the journal: every file is closed.
+        """
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def _append(self, line):
+        os.write(self._fd, line.encode("utf-8", "surrogateescape"))
+
+
+class Repair:
+    """
+    What recovery found of one file left open.
+
+    @ivar path: The file's path, relative to the data directory.
+    @ivar size: Its size before the repair.
+    @ivar cut: Bytes cut off its end (0 if it ended with a whole frame).
+    @ivar frames: Whole frames left in it.
+    @ivar problem: What was wrong with its tail, or L{None}.
+    @ivar error: Why it could not be examined or repaired, or L{None}.
+    """
+
+    def __init__(self, path, size=0, cut=0, frames=0, problem=None,
+                 error=None):
+        self.path = path
+        self.size = size
+        self.cut = cut
+        self.frames = frames
+        self.problem = problem
+        self.error = error
+
+    def __repr__(self):
+        return "<Repair %s: cut %d of %d bytes%s>" % (
+            self.path, self.cut, self.size,
+            "" if self.error is None else ", " + self.error)
+
+
+def _left_open(fd):
+    """
+    The paths a journal names open and not closed, in order.
+    """
+    with os.fdopen(os.dup(fd), "rb") as f:
+        text = f.read().decode("utf-8", "surrogateescape")
+    left = {}
+    for line in text.splitlines():
+        what, _, path = line.partition(" ")
+        if what == "open" and path:
+            left[path] = True
+        elif what == "closed":
+            left.pop(path, None)
+    return list(left)
+
+
+def _inside(data_dir, relative):
+    """
+    The absolute path of C{relative} in C{data_dir}, or L{None} if it would
+    lead outside (or through a symlink).
+    """
+    parts = relative.split("/")
+    if (os.path.isabs(relative) or not relative.endswith(".g3")
+            or any(p in ("", ".", "..") for p in parts)):
+        return None
+    path = data_dir
+    for part in parts[:-1]:
+        path = os.path.join(path, part)
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                return None
+        except OSError:
+            return None
+    return os.path.join(path, parts[-1])
+
+
+def repair(data_dir, relative):
+    """
+    Cut one file back to its last whole, valid frame, and sync it.
+
+    @rtype: L{Repair}
+    """
+    path = _inside(data_dir, relative)
+    if path is None:
+        return Repair(relative, error="not a recorded file in the data "
+                      "directory; left alone")
+    try:
+        fd = os.open(path, os.O_RDWR | _NOFOLLOW)
+    except FileNotFoundError:
+        return Repair(relative, error="no longer there")
+    except OSError as e:
+        return Repair(relative, error=str(e))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return Repair(relative, error="not a regular file; left alone")
+        scan = scan_file("/proc/self/fd/%d" % (fd,)) if os.path.exists(
+            "/proc/self/fd") else scan_file(path)
+        result = Repair(relative, size=scan.size,
+                        cut=scan.size - scan.good_bytes,
+                        frames=scan.frames, problem=scan.problem)
+        # Truncating to the size also gives back the blocks reserved past
+        # the end of the file (tsagg.writeback), when it had any.
+        os.ftruncate(fd, scan.good_bytes)
+        os.fsync(fd)
+        return result
+    except OSError as e:
+        return Repair(relative, error=str(e))
+    finally:
+        os.close(fd)
+
+
+def recover(data_dir):
+    """
+    Repair the files that recorders now gone left open in C{data_dir}, and
+    remove their journals.  Journals still locked (their recorder runs) are
+    left alone.
+
+    @return: The L{Repair}s, one per file.
+    @raise OSError: The journal directory cannot be read or made.
+    """
+    directory = _journal_dir(data_dir)
+    repairs = []
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name.startswith("new-"):
+            # One that a recorder died making, before it named any file.
+            _take(path, lambda fd: None)
+            continue
+        if not name.startswith(_PREFIX):
+            continue
+        _take(path, lambda fd: repairs.extend(
+            repair(data_dir, relative) for relative in _left_open(fd)))
+    return repairs
+
+
+def _take(path, work):
+    """
+    Lock a journal (or skip it if its owner holds it), do C{work} with it,
+    and remove it.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    except OSError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        if os.fstat(fd).st_nlink == 0:
+            # Another recorder took it first.
+            return
+        work(fd)
+        os.unlink(path)
+    finally:
+        os.close(fd)
