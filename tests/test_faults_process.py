@@ -13,6 +13,8 @@ import time
 
 from twisted.trial import unittest
 
+from tsagg.scan import TORN, scan_file
+
 from tests import faultlog
 from tests import frames as F
 from tests.faultutil import (Sandbox, check_data_dir, quiet_port, scans,
@@ -163,3 +165,67 @@ class ShutdownTests(ProcessFaultTestCase):
         tsagg.send_signal(signal.SIGINT)
         self.check("SIGINT to twistd tsagg mid-frame", tsagg, box,
                    fsync_log, scans(raws[:-1]), mid_frame=True, files=1)
+
+
+class KillTests(ProcessFaultTestCase):
+    """
+    kill -9 in the middle of a frame (as the OOM killer or a power cut would
+    end it), then a restart: the torn tail is cut off at the next start,
+    the file keeps every whole frame, and numbering goes on.
+    """
+
+    def test_kill_9_mid_frame_then_restart(self):
+        box = Sandbox(self)
+        port = quiet_port()
+        box.seal()
+        # spt3g's G3NetworkSender: frames of 2 MB, 5 a second.
+        sim = spawn(self, [sys.executable, "-m", "tsagg.simulator", "--port",
+                           str(port), "--channels", "1000", "--sample-rate",
+                           "2500", "--frame-rate", "5", "--duration", "60",
+                           "--lead-in", "2"], os.path.abspath(self.mktemp()))
+        self.wait_for(lambda: "Listening on port" in log_of(sim), 30,
+                      "the sender to listen")
+        # A disk of 8 MB/s: a frame takes a quarter of a second to write,
+        # in slices of 1 MiB, so the file is mid-frame most of the time.
+        first = self.spawn_tsagg(port, box.data,
+                                 TSAGG_TEST_WRITE_RATE=8 * 2 ** 20)
+        self.wait_for(lambda: len(recorded_files(box.data)) == 1
+                      and scan_file(recorded_files(box.data)[0]).frames > 4,
+                      60, "frames on disk")
+        [path] = recorded_files(box.data)
+
+        def torn():
+            scan = scan_file(path)
+            return scan.problem_kind == TORN and scan.good_bytes > 0
+        self.wait_for(torn, 30, "a moment when the file ends mid-frame")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        before = scan_file(path)
+        self.assertEqual(before.problem_kind, TORN)
+        second = self.spawn_tsagg(port, box.data)
+        self.wait_for(lambda: "Connected to" in log_of(second), 30,
+                      "the restarted tsagg to connect")
+        self.wait_for(lambda: len(recorded_files(box.data)) >= 2, 30,
+                      "the next file")
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=30)
+        log = log_of(second)
+        relative = os.path.relpath(path, box.data)
+        self.assertIn("Repaired %s" % (relative,), log)
+        self.assertIn("cut %d bytes" % (before.size - before.good_bytes,),
+                      log)
+        files, torn_files = check_data_dir(box.data)
+        faultlog.record("kill -9 of twistd tsagg mid-frame, then a restart",
+                        tried=1, kept=before.types["S"],
+                        expected=before.types["S"], torn=len(torn_files),
+                        outside=box.outside(), note="the torn tail (%d "
+                        "bytes) cut at the restart" % (before.size
+                                                       - before.good_bytes))
+        self.assertEqual(torn_files, [])
+        names = [p for p, _ in files]
+        self.assertEqual(names[0], relative)
+        self.assertEqual(names[1], relative.replace("_000.g3", "_001.g3"))
+        self.assertEqual(os.path.getsize(path), before.good_bytes)
+        self.assertEqual(box.outside(), 0)
+
+    test_kill_9_mid_frame_then_restart.timeout = 180

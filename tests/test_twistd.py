@@ -100,3 +100,10 @@ class TwistdTests(unittest.TestCase):
         data, log, elapsed = self.stop_mid_stream(signal.SIGINT)
         self.assertLess(elapsed, 5.0)
         self.check_files(data, log)
+
+    def test_sighup_mid_stream(self):
+        # The terminal or ssh session of `twistd -n` closes.
+        data, log, elapsed = self.stop_mid_stream(signal.SIGHUP)
+        self.assertLess(elapsed, 5.0)
+        self.assertIn("Received SIGHUP", log)
+        self.check_files(data, log)

@@ -648,8 +648,8 @@ class RotatingWriter:
         if getattr(st, "f_flag", 0) & os.ST_RDONLY:
             if self._file is not None:
                 self._close_file("the file system is read-only")
-            raise OSError(errno.EROFS, "the data file system is read-only "
-                          "(mounted read-only)", self.data_dir)
+            raise OSError(errno.EROFS, "Read-only file system (the data "
+                          "directory is on a read-only mount)")
         free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
         floor = self.min_free.bytes_of(total)
         if free >= floor and free > 0:
@@ -1086,6 +1086,9 @@ class RotatingWriter:
         else:
             self.last_file = f.path
             fsync = self.fsync
+            self.log.info("Closed {path} (writing failed): {frames} frames, "
+                          "{size} bytes", path=f.path, frames=f.frames,
+                          size=f.size)
         # The disk is failing: a failed sync of what it took is no news.
         self._release(f, fsync, report=False)
 
