@@ -21,8 +21,8 @@ try:
 except ImportError:  # pragma: no cover
     HAVE_SO3G = False
 
-SUITES = ["tests.test_wire", "tests.test_sostream", "tests.test_protocol",
-          "tests.test_writer", "tests.test_integration"]
+SUITES = ["tests.test_wire", "tests.test_scan", "tests.test_sostream",
+          "tests.test_protocol", "tests.test_writer", "tests.test_integration"]
 
 _CHILD = (
     "import so3g, sys\n"

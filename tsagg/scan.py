@@ -77,7 +77,8 @@ class FileScan:
     @property
     def done(self):
         """
-        Whether more bytes can change the result: not after a problem.
+        Whether the scan has stopped at a problem, so that more bytes would
+        change nothing but C{size}.
         """
         return self.problem is not None
 
