@@ -19,7 +19,8 @@ from tests import faultlog
 from tests.util import ROOT, repo_env
 
 MODULES = ["tests.test_faults", "tests.test_faults_disk",
-           "tests.test_faults_process", "tests.test_faults_fuzz"]
+           "tests.test_faults_outage", "tests.test_faults_process",
+           "tests.test_faults_fuzz"]
 
 
 def _mib(value):
@@ -108,11 +109,30 @@ Backpressure
     waits.  The bound is the frames one socket read completed (one large
     frame, or 1 MiB of small ones) waiting to be written, the frame being
     received, and one socket read (1 MiB), plus frames held while the disk
-    fails (at most ``max_held_frames``, and in practice those of one read,
-    as the socket is paused at the first failure).
+    fails (those of one read, as the socket is paused at the first
+    failure; ``max_held_bytes`` is a last guard).
+Outages longer than the idle timeout
+    ``twistd tsagg`` on its default options (but ``--idle-timeout 2``)
+    records a session that spt3g's ``G3NetworkSender`` (``tsagg-sim``)
+    sends at 2 MB/s, while its data file system is full (a real tmpfs
+    filled by another file), read-only (a real read-only bind mount laid
+    over the data directory) or frozen (``fsfreeze`` on a real ext4 loop
+    device: one write blocks until it thaws), for ``TSAGG_FAULT_OUTAGE``
+    seconds (60 here, 4 in ``make test``).  tsagg pauses the socket and the
+    sender's queue holds the stream; the connection is never dropped.  The
+    note gives tsagg's CPU over the outage and its log lines a minute; the
+    memory column is its RSS growth.  Every Scan frame of the session must
+    be on disk once, in order, in files that all begin with the metadata.
+Kill and restart
+    ``twistd tsagg`` writing 2 MB frames of a ``G3NetworkSender`` to a slow
+    disk is killed with SIGKILL at a moment its file ends inside a frame,
+    and started again: the journal of open files (``.tsagg/`` in the data
+    directory) tells the new process which file was left open, the torn
+    tail is cut off and logged, and the session goes on in ``_001``.
 Shutdown
     SIGTERM to ``twistd tsagg`` under full load with 0.5 s files, and SIGINT
-    while a frame is half received: every file ends at a frame boundary and
+    while a frame is half received (SIGHUP, which ends it the same way, is
+    tried in ``tests/test_twistd.py``): every file ends at a frame boundary and
     was fsynced (``tests/faulty_twistd.py`` logs each fsync) before exit.
 Fuzzing
     Hypothesis mutates a valid SO stream (bit flips, truncations,

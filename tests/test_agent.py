@@ -206,7 +206,8 @@ class ProcessTestCase(unittest.TestCase):
         self.port = port
         return port.getHost().port
 
-    def make_aggregator(self, port, retry_policy=fast_retry, endpoint=None):
+    def make_aggregator(self, port, retry_policy=fast_retry, endpoint=None,
+                        create_data_dir=True):
         self.dir = self.mktemp()
         self.services = []
 
@@ -214,7 +215,7 @@ class ProcessTestCase(unittest.TestCase):
             service = RecordingService(
                 reactor, tcp_endpoint_description("127.0.0.1", port),
                 self.dir, fsync=False, retry_policy=retry_policy,
-                create_data_dir=True)
+                create_data_dir=create_data_dir)
             if endpoint is not None:
                 service.endpoint = endpoint
             self.services.append(service)
@@ -406,6 +407,20 @@ class StopTests(ProcessTestCase):
         self.assertEqual(len(raws), 1)
         ok, _ = yield running
         self.assertTrue(ok)
+
+
+class FailFastTests(ProcessTestCase):
+
+    @defer.inlineCallbacks
+    def test_missing_data_dir_ends_the_process_with_the_reason(self):
+        port = yield self.listen()
+        aggregator = self.make_aggregator(port, create_data_dir=False)
+        session, running = self.start(aggregator)
+        ok, message = yield running
+        self.assertFalse(ok)
+        self.assertIn("does not exist", message)
+        self.assertIn(os.path.abspath(self.dir), message)
+        self.assertEqual(self.peer.connections, [])
 
 
 class RestartTests(ProcessTestCase):

@@ -152,10 +152,14 @@ class TimestreamAggregator:
                                          'cleanse': 0},
                  'frames_dropped_upstream': 0,
                  'frames_held': 0,
+                 'bytes_held': 0,
+                 'outage_seconds': None,
                  'frames_lost': 0,
                  'write_errors': 0,
                  'last_frame_time': 1764912460.2,
-                 'last_error': None}
+                 'last_error': None,
+                 'free_bytes': 1834593214464,
+                 'free_floor_bytes': 19923665715}
 
             ``connected`` tells whether the sender is connected now and
             ``peer`` which address it has (or last had); ``reconnects``
@@ -166,6 +170,13 @@ class TimestreamAggregator:
             ``bad_frames`` streams dropped for a corrupt frame.
             ``last_frame_time`` is the unix time the last frame arrived.
             ``last_error`` is the text of the latest write or stream error.
+            ``outage_seconds`` is how long writing has failed (``None``
+            while it works), with ``frames_held`` and ``bytes_held`` waiting
+            for the disk; ``free_bytes`` is the free space of the data file
+            system and ``free_floor_bytes`` the floor kept free on it
+            (``--min-free``). A data directory that is missing or cannot be
+            written ends the Process at once with ``ok=False`` and the
+            reason.
         """
         return self._run(session)
 
