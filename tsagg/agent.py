@@ -11,6 +11,7 @@ from ocs import ocs_agent, site_config
 from twisted.internet import defer, task
 
 from tsagg import options, wire
+from tsagg.clock import MonotonicClock
 from tsagg.memory import keep_freed_memory
 from tsagg.service import RecordingService, tcp_endpoint_description
 
@@ -83,7 +84,7 @@ class TimestreamAggregator:
     """
 
     def __init__(self, agent, make_service, address, data_dir, clock=None,
-                 status_interval=1.0):
+                 status_interval=1.0, wall_time=None):
         """
         @param agent: The C{OCSAgent} the process is registered with.
         @param make_service: Called with no argument at each start of the
@@ -93,6 +94,8 @@ class TimestreamAggregator:
         @param clock: The C{IReactorTime} of the status updates; the global
             reactor by default.
         @param status_interval: Seconds between updates of C{session.data}.
+        @param wall_time: Returns the unix time, the C{timestamp} of
+            C{session.data}; C{clock.seconds} by default.
         """
         if clock is None:
             from twisted.internet import reactor as clock
@@ -102,6 +105,7 @@ class TimestreamAggregator:
         self.service = None
         self._make_service = make_service
         self._clock = clock
+        self._wall_time = clock.seconds if wall_time is None else wall_time
         self._status_interval = status_interval
         # Fired to end the running session.
         self._stop_requested = None
@@ -230,7 +234,7 @@ class TimestreamAggregator:
         return ended
 
     def _update_data(self, session, service):
-        data = {"timestamp": self._clock.seconds(),
+        data = {"timestamp": self._wall_time(),
                 "address": self.address,
                 "data_dir": self.data_dir}
         data.update(service.status)
@@ -289,11 +293,16 @@ def make_parser(parser=None):
     return parser
 
 
-def service_maker(args, reactor):
+def service_maker(args, reactor, clock=None):
     """
     A function that makes the L{RecordingService} the parsed C{args}
     describe, in C{reactor}.
+
+    @param clock: The C{IReactorTime} of the services' timers; a
+        L{MonotonicClock} of C{reactor} by default.
     """
+    if clock is None:
+        clock = MonotonicClock(reactor)
     endpoint = tcp_endpoint_description(args.address, args.port)
 
     def make_service():
@@ -304,7 +313,8 @@ def service_maker(args, reactor):
             idle_timeout=args.idle_timeout,
             stream_id=args.stream_id,
             max_frame_size=args.max_frame_size,
-            fsync=not args.no_fsync)
+            fsync=not args.no_fsync,
+            clock=clock)
     return make_service
 
 
@@ -322,10 +332,12 @@ def main(args=None):
     from twisted.internet import reactor
     keep_freed_memory()
     agent, runner = ocs_agent.init_site_agent(args)
+    # Timers on the monotonic clock, the status stamped with the wall time.
+    clock = MonotonicClock(reactor)
     aggregator = TimestreamAggregator(
-        agent, service_maker(args, reactor),
+        agent, service_maker(args, reactor, clock),
         address="%s:%d" % (args.address, args.port),
-        data_dir=args.data_dir)
+        data_dir=args.data_dir, clock=clock, wall_time=reactor.seconds)
     agent.register_process("stream", aggregator.start_aggregation,
                            aggregator.stop_aggregation, blocking=False,
                            startup=args.auto_start)

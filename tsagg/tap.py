@@ -5,6 +5,7 @@
 from twisted.python import usage
 
 from tsagg import options, wire
+from tsagg.clock import MonotonicClock
 from tsagg.memory import keep_freed_memory
 from tsagg.service import RecordingService, tcp_endpoint_description
 
@@ -56,7 +57,8 @@ class Options(usage.Options):
 
 def makeService(options, reactor=None):
     """
-    The L{RecordingService} the options describe.
+    The L{RecordingService} the options describe, its timers on a
+    L{MonotonicClock} of the reactor.
 
     @param reactor: The reactor to run in; the global one by default.
     """
@@ -72,4 +74,5 @@ def makeService(options, reactor=None):
         idle_timeout=options["idle-timeout"],
         stream_id=options["stream-id"],
         max_frame_size=options["max-frame-size"],
-        fsync=not options["no-fsync"])
+        fsync=not options["no-fsync"],
+        clock=MonotonicClock(reactor))
