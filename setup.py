@@ -21,7 +21,7 @@ setup(
         "ocs>=0.12",
     ],
     extras_require={
-        "test": ["hypothesis", "so3g"],
+        "test": ["hypothesis", "so3g", "libfaketime"],
     },
     entry_points={
         "console_scripts": [

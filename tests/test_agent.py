@@ -17,6 +17,7 @@ from twisted.trial import unittest
 
 from tsagg import agent, plugin
 from tsagg.agent import TimestreamAggregator, make_parser, str_to_bool
+from tsagg.clock import MonotonicClock
 from tsagg.service import RecordingService, tcp_endpoint_description
 
 from tests import frames as F
@@ -174,6 +175,18 @@ class PluginTests(unittest.TestCase):
         self.assertIs(found[0].load(), plugin)
 
 
+class ServiceMakerTests(unittest.TestCase):
+
+    def test_services_time_on_one_monotonic_clock(self):
+        args = make_parser().parse_args(["--data-dir", self.mktemp()])
+        make_service = agent.service_maker(args, reactor)
+        first, second = make_service(), make_service()
+        self.assertIsInstance(first.clock, MonotonicClock)
+        self.assertIs(first.clock.reactor, reactor)
+        self.assertIs(second.clock, first.clock)
+        self.assertEqual(first.writer.wall_time, reactor.seconds)
+
+
 class FakeSession:
     """
     The parts of C{ocs.ocs_agent.OpSession} an operation uses; status moves
@@ -207,7 +220,7 @@ class ProcessTestCase(unittest.TestCase):
         return port.getHost().port
 
     def make_aggregator(self, port, retry_policy=fast_retry, endpoint=None,
-                        create_data_dir=True):
+                        create_data_dir=True, **kw):
         self.dir = self.mktemp()
         self.services = []
 
@@ -222,7 +235,7 @@ class ProcessTestCase(unittest.TestCase):
             return service
         aggregator = TimestreamAggregator(
             None, make_service, address="127.0.0.1:%d" % (port,),
-            data_dir=self.dir, status_interval=0.05)
+            data_dir=self.dir, status_interval=0.05, **kw)
         self.addCleanup(aggregator.shutdown)
         return aggregator
 
@@ -288,6 +301,16 @@ class StatusTests(ProcessTestCase):
         json.dumps(data)
         peer.transport.write(F.raw(F.scan(3)))
         yield wait_until(lambda: session.data["frames_written"] == 4)
+        yield self.timed_stop(aggregator, session, running)
+
+    @defer.inlineCallbacks
+    def test_timestamp_is_the_wall_time_and_updates_on_the_clock(self):
+        port = yield self.listen()
+        aggregator = self.make_aggregator(
+            port, clock=MonotonicClock(reactor), wall_time=lambda: 1234.5)
+        session, running = self.start(aggregator)
+        yield wait_until(lambda: session.data.get("connected"))
+        self.assertEqual(session.data["timestamp"], 1234.5)
         yield self.timed_stop(aggregator, session, running)
 
     @defer.inlineCallbacks

@@ -10,6 +10,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
+from tsagg.clock import MonotonicClock
 from tsagg.service import RecordingService, tcp_endpoint_description
 
 from tests import frames as F
@@ -76,10 +77,15 @@ class ServiceTestCase(unittest.TestCase):
         return self.port.getHost().port
 
     def make_service(self, port, **kw):
+        """
+        A service of 127.0.0.1:C{port}, its timers on a L{MonotonicClock}
+        as in production, unless C{kw} says otherwise.
+        """
         self.dir = self.mktemp()
         kw.setdefault("fsync", False)
         kw.setdefault("retry_policy", fast_retry)
         kw.setdefault("create_data_dir", True)
+        kw.setdefault("clock", MonotonicClock(reactor))
         service = RecordingService(
             reactor, tcp_endpoint_description("127.0.0.1", port), self.dir,
             **kw)
@@ -242,6 +248,31 @@ class StopTests(ServiceTestCase):
             yield service.stopService()
             self.assertFalse(service.running)
         self.assertEqual(len(files_and_frames(self.dir)), 5)
+
+
+class ClockTests(ServiceTestCase):
+
+    def test_the_reactor_times_by_default(self):
+        service = RecordingService(
+            reactor, tcp_endpoint_description("127.0.0.1", 1), self.mktemp())
+        self.assertIs(service.clock, reactor)
+        self.assertIs(service.writer.clock, reactor)
+        self.assertIs(service.factory.clock, reactor)
+
+    @defer.inlineCallbacks
+    def test_every_timer_is_on_the_clock_and_files_on_the_wall_time(self):
+        clock = task.Clock()
+        # Nobody listens there: the retry goes on the clock.
+        port = yield self.listen()
+        yield self.port.stopListening()
+        service = self.make_service(port, clock=clock)
+        self.assertIs(service.writer.clock, clock)
+        self.assertEqual(service.writer.wall_time, reactor.seconds)
+        self.assertIs(service.factory.clock, clock)
+        service.startService()
+        yield wait_until(lambda: clock.getDelayedCalls())
+        yield service.stopService()
+        self.assertEqual(clock.getDelayedCalls(), [])
 
 
 class StatusTests(ServiceTestCase):

@@ -13,6 +13,7 @@ from twisted.python import usage
 from twisted.trial import unittest
 
 from tsagg import tap
+from tsagg.clock import MonotonicClock
 from tsagg.service import RecordingService
 
 
@@ -69,6 +70,9 @@ class MakeServiceTests(unittest.TestCase):
         self.assertEqual(service.writer.min_free.bytes_of(1), 2 << 30)
         self.assertEqual(service.writer.policy.time_per_file, 3.0)
         self.assertFalse(service.writer.fsync)
+        self.assertIsInstance(service.clock, MonotonicClock)
+        self.assertIs(service.clock.reactor, reactor)
+        self.assertEqual(service.writer.wall_time, reactor.seconds)
         service.startService()
         [(host, port, _factory, timeout, _bind)] = reactor.tcpClients
         self.assertEqual((host, port), ("10.0.0.5", 4536))

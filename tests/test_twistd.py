@@ -1,6 +1,7 @@
 """
 The real thing: ``twistd -n tsagg`` and ``tsagg-sim`` as processes, stopped
-with a signal in the middle of a stream.
+with a signal in the middle of a stream, or with the wall clock of twistd
+stepped an hour.
 """
 
 import os
@@ -14,7 +15,7 @@ from twisted.trial import unittest
 from tsagg.frames import load_frame
 
 from tests.test_integration import free_port
-from tests.util import (files_and_frames, log_of, poll_until,
+from tests.util import (WallClock, files_and_frames, log_of, poll_until,
                         recorded_files, spawn, types_in)
 
 
@@ -107,3 +108,80 @@ class TwistdTests(unittest.TestCase):
         self.assertLess(elapsed, 5.0)
         self.assertIn("Received SIGHUP", log)
         self.check_files(data, log)
+
+
+class WallClockStepTests(unittest.TestCase):
+    """
+    C{twistd -n tsagg --time-per-file 3} under libfaketime, its wall clock
+    stepped an hour back or forward in the middle of a stream: files still
+    rotate every 3 s, and the step ends no acquisition and drops no
+    connection.
+    """
+
+    frame_rate = 20
+
+    def record_across_a_step(self, offset):
+        """
+        Record until the second file is open, step the wall clock of twistd
+        by C{offset}, and record until the fourth is open.
+
+        @return: The data directory, the log of twistd, and the seconds
+            from the step to the fourth file.
+        """
+        wall = WallClock(self)
+        port = free_port()
+        data = os.path.abspath(self.mktemp())
+        logs = os.path.abspath(self.mktemp())
+        os.makedirs(logs)
+        sim = spawn(self, [sys.executable, "-m", "tsagg.simulator",
+                           "--port", str(port), "--channels", "16",
+                           "--frame-rate", str(self.frame_rate),
+                           "--duration", "30", "--lead-in", "3"],
+                    os.path.join(logs, "sim.log"))
+        poll_until(self, lambda: "Listening on port" in log_of(sim), 30,
+                   "the sender to listen")
+        tw = spawn(self, twistd_command() + [
+            "-n", "--pidfile=", "--logfile=-", "tsagg", "--address",
+            "127.0.0.1", "--port", str(port), "--data-dir", data,
+            "--time-per-file", "3", "--no-fsync"],
+            os.path.join(logs, "twistd.log"), env=wall.env())
+        poll_until(self, lambda: len(recorded_files(data)) >= 2, 30,
+                   "the first rotation")
+        wall.set(offset)
+        stepped = time.monotonic()
+        # Two rotations take 6 s; a clock that followed a step back would
+        # keep the file open for an hour.
+        poll_until(self, lambda: len(recorded_files(data)) >= 4, 9,
+                   "two rotations after the step")
+        elapsed = time.monotonic() - stepped
+        tw.send_signal(signal.SIGTERM)
+        tw.wait(timeout=10)
+        sim.kill()
+        return data, log_of(tw), elapsed
+
+    def check_rotation(self, data, log, elapsed):
+        self.assertGreater(elapsed, 5.0)
+        files = files_and_frames(data)
+        self.assertGreaterEqual(len(files), 4)
+        scans = [[load_frame(r)["frame_num"] for r in raws
+                  if types_in([r]) == "S"] for _, raws in files]
+        # One acquisition, every Scan frame once and in order.
+        self.assertEqual(len({os.path.basename(p).split("_")[0]
+                              for p, _ in files}), 1)
+        nums = sum(scans, [])
+        self.assertEqual(nums, list(range(nums[0], nums[0] + len(nums))))
+        # Every closed file holds 3 s of Scan frames.
+        for (path, _), file_scans in zip(files[:3], scans):
+            self.assertLess(abs(len(file_scans) - 3 * self.frame_rate), 5,
+                            "%s holds %d Scan frames"
+                            % (path, len(file_scans)))
+        self.assertEqual(log.count("(rotation)"), len(files) - 1)
+        self.assertNotIn("No data from", log)
+        self.assertNotIn("(gap)", log)
+        self.assertEqual(log.count("Connected to"), 1)
+
+    def test_one_hour_back(self):
+        self.check_rotation(*self.record_across_a_step("-1h"))
+
+    def test_one_hour_forward(self):
+        self.check_rotation(*self.record_across_a_step("+1h"))

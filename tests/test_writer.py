@@ -117,6 +117,23 @@ class LayoutTests(WriterTestCase):
         [(path, _)] = self.files()
         self.assertEqual(path, "17000/crate1slot2/1700001234_000.g3")
 
+    def test_wall_time_names_files_and_dates_frames_the_clock_times(self):
+        wall = [T0 + 5678.5]
+        writer = self.make_writer(time_per_file=5, wall_time=lambda: wall[0])
+        self.addCleanup(writer.close)
+        writer.streamStarted(FakeProducer())
+        self.send(F.scan(1, session_id=0), writer=writer)
+        self.assertEqual(writer.status["last_frame_time"], T0 + 5678.5)
+        # The wall clock set back an hour moves no timer.
+        wall[0] -= 3600
+        self.clock.advance(5)
+        self.send(F.scan(2, session_id=0), writer=writer)
+        self.assertEqual(writer.status["last_frame_time"], T0 + 2078.5)
+        writer.close()
+        self.assertEqual([path for path, _ in self.files()],
+                         ["17000/crate1slot2/1700005678_000.g3",
+                          "17000/crate1slot2/1700005678_001.g3"])
+
     def test_configured_stream_id_when_frames_have_none(self):
         writer = self.make_writer(default_stream_id="smurf9")
         self.send(F.scan(1, stream_id=None), writer=writer)

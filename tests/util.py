@@ -4,14 +4,18 @@ Helpers shared by the tests.
 
 import os
 import subprocess
+import sys
 import time
+
+from twisted.trial.unittest import SkipTest
 
 from tsagg import wire
 from tsagg.frames import core, frame_type_code, load_frame
 from tsagg.report import recorded_files
 
 __all__ = ["frames_on_disk", "files_and_frames", "types_in", "FakeProducer",
-           "recorded_files", "ROOT", "repo_env", "spawn", "log_of", "poll_until"]
+           "recorded_files", "ROOT", "repo_env", "spawn", "log_of", "poll_until",
+           "WallClock"]
 
 #: The top of the repository.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,6 +66,55 @@ def log_of(proc):
     """
     with open(proc.log_path, errors="replace") as f:
         return f.read()
+
+
+class WallClock:
+    """
+    The wall clock of child processes run under libfaketime (the
+    C{libfaketime} package of the C{test} extra), set while they run: their
+    C{time.time()} is the real time plus an offset read from a control file
+    at every call, and their monotonic clock is left alone.
+
+    @ivar path: The control file.
+    """
+
+    def __init__(self, testcase):
+        """
+        @raise SkipTest: The platform is not Linux, or libfaketime is not
+            installed.
+        """
+        if not sys.platform.startswith("linux"):
+            raise SkipTest("the wall-clock steps need libfaketime on Linux")
+        try:
+            import libfaketime
+        except ImportError:
+            raise SkipTest("libfaketime is not installed (the test extra)")
+        _, self._preload = libfaketime.get_reload_information()
+        self.path = os.path.abspath(testcase.mktemp())
+        self.set("+0")
+
+    def set(self, offset):
+        """
+        Step the wall clock to C{offset} from the real time, e.g.
+        C{'-1h'}, C{'+3600'} or C{'+0'}.
+        """
+        # Replaced whole: a child reading a half-written file would see no
+        # offset at all.
+        with open(self.path + ".new", "w") as f:
+            f.write(offset + "\n")
+        os.replace(self.path + ".new", self.path)
+
+    def env(self):
+        """
+        The environment of a child process on this wall clock: L{repo_env}
+        with libfaketime preloaded.
+        """
+        env = repo_env(FAKETIME_TIMESTAMP_FILE=self.path,
+                       FAKETIME_DONT_FAKE_MONOTONIC=1, **self._preload)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            [self._preload["LD_LIBRARY_PATH"]]
+            + [p for p in [os.environ.get("LD_LIBRARY_PATH")] if p])
+        return env
 
 
 def poll_until(testcase, predicate, timeout, what):

@@ -12,6 +12,7 @@ from twisted.internet import defer, task
 
 from tsagg import options, wire
 from tsagg.diskspace import DEFAULT_MIN_FREE
+from tsagg.clock import MonotonicClock
 from tsagg.memory import keep_freed_memory
 from tsagg.service import (DataDirError, RecordingService,
                            tcp_endpoint_description)
@@ -86,7 +87,7 @@ class TimestreamAggregator:
     """
 
     def __init__(self, agent, make_service, address, data_dir, clock=None,
-                 status_interval=1.0):
+                 status_interval=1.0, wall_time=None):
         """
         @param agent: The C{OCSAgent} the process is registered with.
         @param make_service: Called with no argument at each start of the
@@ -96,6 +97,8 @@ class TimestreamAggregator:
         @param clock: The C{IReactorTime} of the status updates; the global
             reactor by default.
         @param status_interval: Seconds between updates of C{session.data}.
+        @param wall_time: Returns the unix time, the C{timestamp} of
+            C{session.data}; C{clock.seconds} by default.
         """
         if clock is None:
             from twisted.internet import reactor as clock
@@ -105,6 +108,7 @@ class TimestreamAggregator:
         self.service = None
         self._make_service = make_service
         self._clock = clock
+        self._wall_time = clock.seconds if wall_time is None else wall_time
         self._status_interval = status_interval
         # Fired to end the running session.
         self._stop_requested = None
@@ -249,7 +253,7 @@ class TimestreamAggregator:
         return ended
 
     def _update_data(self, session, service):
-        data = {"timestamp": self._clock.seconds(),
+        data = {"timestamp": self._wall_time(),
                 "address": self.address,
                 "data_dir": self.data_dir}
         data.update(service.status)
@@ -319,11 +323,16 @@ def make_parser(parser=None):
     return parser
 
 
-def service_maker(args, reactor):
+def service_maker(args, reactor, clock=None):
     """
     A function that makes the L{RecordingService} the parsed C{args}
     describe, in C{reactor}.
+
+    @param clock: The C{IReactorTime} of the services' timers; a
+        L{MonotonicClock} of C{reactor} by default.
     """
+    if clock is None:
+        clock = MonotonicClock(reactor)
     endpoint = tcp_endpoint_description(args.address, args.port)
 
     def make_service():
@@ -336,7 +345,8 @@ def service_maker(args, reactor):
             max_frame_size=args.max_frame_size,
             fsync=not args.no_fsync,
             min_free=args.min_free,
-            create_data_dir=args.create_data_dir)
+            create_data_dir=args.create_data_dir,
+            clock=clock)
     return make_service
 
 
@@ -354,10 +364,12 @@ def main(args=None):
     from twisted.internet import reactor
     keep_freed_memory()
     agent, runner = ocs_agent.init_site_agent(args)
+    # Timers on the monotonic clock, the status stamped with the wall time.
+    clock = MonotonicClock(reactor)
     aggregator = TimestreamAggregator(
-        agent, service_maker(args, reactor),
+        agent, service_maker(args, reactor, clock),
         address="%s:%d" % (args.address, args.port),
-        data_dir=args.data_dir)
+        data_dir=args.data_dir, clock=clock, wall_time=reactor.seconds)
     agent.register_process("stream", aggregator.start_aggregation,
                            aggregator.stop_aggregation, blocking=False,
                            startup=args.auto_start)

@@ -51,6 +51,11 @@ class RecordingService(Service):
     a data directory that is missing or cannot be written fails at once
     with L{DataDirError}.
 
+    @ivar clock: The C{IReactorTime} of every timer: rotation, gap and
+        write retries, the idle timeout and reconnects.  A
+        L{tsagg.clock.MonotonicClock} keeps them on time when the wall clock
+        is stepped; the reactor's C{seconds()}, the wall time, still names
+        files.
     @ivar writer: The L{RotatingWriter}.
     @ivar factory: The L{G3StreamFactory} of the connections.
     @ivar endpoint_description: Where the sender is, as an endpoint string.
@@ -62,19 +67,21 @@ class RecordingService(Service):
                  time_per_file=600.0, gap_timeout=10.0, idle_timeout=30.0,
                  stream_id="unknown", max_frame_size=wire.DEFAULT_MAX_FRAME_SIZE,
                  fsync=True, retry_policy=None, writer=None,
-                 min_free=DEFAULT_MIN_FREE, create_data_dir=False):
+                 min_free=DEFAULT_MIN_FREE, create_data_dir=False,
+                 clock=None):
         self._reactor = reactor
+        self.clock = reactor if clock is None else clock
         self.endpoint_description = endpoint_description
         self.endpoint = clientFromString(reactor, endpoint_description)
         if writer is None:
             writer = RotatingWriter(
-                data_dir, reactor, time_per_file=time_per_file,
+                data_dir, self.clock, time_per_file=time_per_file,
                 gap_timeout=gap_timeout, default_stream_id=stream_id,
                 fsync=fsync, run_blocking=in_thread_pool(reactor),
-                min_free=min_free)
+                min_free=min_free, wall_time=reactor.seconds)
         self.writer = writer
         self.create_data_dir = create_data_dir
-        self.factory = G3StreamFactory(writer, reactor,
+        self.factory = G3StreamFactory(writer, self.clock,
                                        idle_timeout=idle_timeout,
                                        max_frame_size=max_frame_size)
         if retry_policy is None:
@@ -107,7 +114,7 @@ class RecordingService(Service):
                       data_dir=self.writer.data_dir)
         self._client = ClientService(self.endpoint, self.factory,
                                      retryPolicy=self._retry_policy,
-                                     clock=self._reactor)
+                                     clock=self.clock)
         self._client.startService()
 
     def stopService(self):

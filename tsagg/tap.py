@@ -10,6 +10,7 @@ from twisted.python import usage
 
 from tsagg import options, wire
 from tsagg.diskspace import DEFAULT_MIN_FREE
+from tsagg.clock import MonotonicClock
 from tsagg.memory import keep_freed_memory
 from tsagg.service import (DataDirError, RecordingService,
                            tcp_endpoint_description)
@@ -110,7 +111,8 @@ def makeService(options, reactor=None):
     The data directory is checked (and what a killed recorder left open in
     it repaired) now, before anything connects: a data directory that is
     missing or cannot be written ends C{twistd} with a one-line error and a
-    non-zero status.
+    non-zero status.  Its timers run on a L{MonotonicClock} of the
+    reactor.
 
     @param reactor: The reactor to run in; the global one by default.
     @raise SystemExit: The data directory cannot be used.
@@ -129,7 +131,8 @@ def makeService(options, reactor=None):
         max_frame_size=options["max-frame-size"],
         fsync=not options["no-fsync"],
         min_free=options["min-free"],
-        create_data_dir=options["create-data-dir"])
+        create_data_dir=options["create-data-dir"],
+        clock=MonotonicClock(reactor))
     try:
         recording.prepare()
     except DataDirError as e:

@@ -166,7 +166,7 @@ class Acquisition:
     One continuous recording of a stream: a basename and a directory, and
     the files numbered C{_000}, C{_001}, ... under them.
 
-    @ivar basename: The session id, or the clock time the first file opened.
+    @ivar basename: The session id, or the unix time the first file opened.
     @ivar stream_id: The directory name of the stream.
     @ivar session_id: The session id of the frames, or L{None}.
     @ivar next_index: The file number to try next.
@@ -285,6 +285,8 @@ class RotatingWriter:
         themselves.
     @ivar policy: The L{FilePolicy}.
     @ivar clock: The C{IReactorTime} that times files.
+    @ivar wall_time: Returns the unix time, which names acquisitions without
+        a session id and dates C{last_frame_time}.
     @ivar fsync: Whether closing a file syncs it to disk first.
     """
 
@@ -296,13 +298,15 @@ class RotatingWriter:
                  opener=os.open, slow_write=1.0, run_blocking=None,
                  write_slice=1 << 20, writeback_every=1 << 30,
                  min_free=DEFAULT_MIN_FREE, statvfs=os.statvfs,
-                 free_check_bytes=16 << 20, free_check_interval=1.0):
+                 free_check_bytes=16 << 20, free_check_interval=1.0,
+                 wall_time=None):
         safe = sostream.sanitize_stream_id(default_stream_id)
         if safe != default_stream_id:
             raise ValueError("stream id %r is not a safe directory name"
                              % (default_stream_id,))
         self.data_dir = os.path.realpath(data_dir)
         self.clock = clock
+        self.wall_time = clock.seconds if wall_time is None else wall_time
         self.policy = FilePolicy(time_per_file, gap_timeout)
         self.default_stream_id = default_stream_id
         self.fsync = fsync
@@ -433,7 +437,7 @@ class RotatingWriter:
             self._end_acquisition("disconnect")
 
     def framesReceived(self, frames):
-        self.last_frame_time = self.clock.seconds()
+        self.last_frame_time = self.wall_time()
         for frame in frames:
             self._accept(frame, frame.raw)
         self._write_some()
@@ -445,7 +449,7 @@ class RotatingWriter:
         @param frame: The frame (a C{G3Frame} or a L{LazyFrame}).
         @param raw: Its bytes.
         """
-        self.last_frame_time = self.clock.seconds()
+        self.last_frame_time = self.wall_time()
         self._accept(frame, raw)
         self._write_some()
 
@@ -611,7 +615,7 @@ class RotatingWriter:
             self._check_disk(now)
         if self._file is None:
             if self._acq is None:
-                self._begin_acquisition(session, now)
+                self._begin_acquisition(session)
             self._open(now, code)
         self._out.append([memoryview(raw), frame, raw])
         self._last_write = now
@@ -661,8 +665,9 @@ class RotatingWriter:
             "%s)" % (human_bytes(free), self.data_dir, human_bytes(floor),
                      self.min_free.text))
 
-    def _begin_acquisition(self, session, now):
-        basename = str(session) if session is not None else str(int(now))
+    def _begin_acquisition(self, session):
+        basename = (str(session) if session is not None
+                    else str(int(self.wall_time())))
         stream_id = self._stream_id or self.default_stream_id
         self._acq = Acquisition(basename, stream_id, session)
         self.log.info("New acquisition {basename} of stream {stream}",
