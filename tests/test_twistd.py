@@ -144,7 +144,7 @@ class WallClockStepTests(unittest.TestCase):
         tw = spawn(self, twistd_command() + [
             "-n", "--pidfile=", "--logfile=-", "tsagg", "--address",
             "127.0.0.1", "--port", str(port), "--data-dir", data,
-            "--time-per-file", "3", "--no-fsync"],
+            "--create-data-dir", "--time-per-file", "3", "--no-fsync"],
             os.path.join(logs, "twistd.log"), env=wall.env())
         poll_until(self, lambda: len(recorded_files(data)) >= 2, 30,
                    "the first rotation")
