@@ -15,7 +15,7 @@ CROSSBAR := $(CROSSBAR_VENV)/bin/crossbar
 SO_VENV ?= .venv-so
 SO_PY := $(SO_VENV)/bin/python
 
-.PHONY: install crossbar so-venv demo test docs bench faults clean
+.PHONY: install crossbar so-venv test-so demo test docs bench faults clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,12 @@ $(SO_VENV)/.installed: tests/so/requirements.txt
 	$(SO_PY) -m pip install --quiet -r tests/so/requirements.txt
 	$(SO_PY) -c "import so3g; import sotodlib.io.load_smurf, socs.db.suprsync"
 	touch $@
+
+# tsagg's archive read by sotodlib's G3tSmurf and registered with suprsync
+# (tests/test_so_readers.py); not yet part of `make test`.
+test-so: install so-venv
+	TSAGG_SO_PYTHON=$(abspath $(SO_PY)) TSAGG_REQUIRE_SO=1 \
+		$(PY) -m twisted.trial tests.test_so_readers
 
 demo: install
 	$(PY) -m tsagg.demo
