@@ -10,8 +10,12 @@ TRIAL_ARGS ?= tests
 # executable.
 CROSSBAR_VENV ?= .venv-crossbar
 CROSSBAR := $(CROSSBAR_VENV)/bin/crossbar
+# The test against SO's own readers (sotodlib's G3tSmurf, socs' suprsync)
+# runs them in a venv of their own: sotodlib pins its own numpy and so3g.
+SO_VENV ?= .venv-so
+SO_PY := $(SO_VENV)/bin/python
 
-.PHONY: install crossbar demo test docs bench faults clean
+.PHONY: install crossbar so-venv test-so demo test docs bench faults clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +35,21 @@ $(CROSSBAR_VENV)/.installed:
 	$(CROSSBAR_VENV)/bin/python -m pip install --quiet crossbar
 	$(CROSSBAR) version > /dev/null
 	touch $@
+
+so-venv: $(SO_VENV)/.installed
+
+$(SO_VENV)/.installed: tests/so/requirements.txt
+	test -x $(SO_PY) || $(PYTHON) -m venv $(SO_VENV)
+	$(SO_PY) -m pip install --quiet --upgrade pip
+	$(SO_PY) -m pip install --quiet -r tests/so/requirements.txt
+	$(SO_PY) -c "import so3g; import sotodlib.io.load_smurf, socs.db.suprsync"
+	touch $@
+
+# tsagg's archive read by sotodlib's G3tSmurf and registered with suprsync
+# (tests/test_so_readers.py); not yet part of `make test`.
+test-so: install so-venv
+	TSAGG_SO_PYTHON=$(abspath $(SO_PY)) TSAGG_REQUIRE_SO=1 \
+		$(PY) -m twisted.trial tests.test_so_readers
 
 demo: install
 	$(PY) -m tsagg.demo
@@ -57,4 +76,4 @@ faults: install
 	TSAGG_FAULT_OUTAGE=60 $(PY) -m tests.fault_report --docs docs/faults.rst
 
 clean:
-	rm -rf $(VENV) $(CROSSBAR_VENV) docs/_build build *.egg-info _trial_temp demo-data
+	rm -rf $(VENV) $(CROSSBAR_VENV) $(SO_VENV) docs/_build build *.egg-info _trial_temp demo-data
