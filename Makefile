@@ -46,7 +46,7 @@ $(SO_VENV)/.installed: tests/so/requirements.txt
 	touch $@
 
 # tsagg's archive read by sotodlib's G3tSmurf and registered with suprsync
-# (tests/test_so_readers.py); not yet part of `make test`.
+# (tests/test_so_readers.py) alone; `make test` runs it with the rest.
 test-so: install so-venv
 	TSAGG_SO_PYTHON=$(abspath $(SO_PY)) TSAGG_REQUIRE_SO=1 \
 		$(PY) -m twisted.trial tests.test_so_readers
@@ -54,8 +54,9 @@ test-so: install so-venv
 demo: install
 	$(PY) -m tsagg.demo
 
-test: install crossbar
+test: install crossbar so-venv
 	TSAGG_CROSSBAR=$(abspath $(CROSSBAR)) TSAGG_REQUIRE_CROSSBAR=1 \
+	TSAGG_SO_PYTHON=$(abspath $(SO_PY)) TSAGG_REQUIRE_SO=1 \
 		$(PY) -m twisted.trial $(TRIAL_ARGS)
 
 docs: install

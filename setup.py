@@ -21,7 +21,9 @@ setup(
         "ocs>=0.12",
     ],
     extras_require={
-        "test": ["hypothesis", "so3g", "libfaketime"],
+        "test": ["hypothesis", "so3g", "libfaketime", "socs"],
+        # Registering closed files in socs' suprsync database.
+        "suprsync": ["socs"],
     },
     entry_points={
         "console_scripts": [

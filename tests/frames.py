@@ -44,9 +44,15 @@ def observation(stream_id="crate1slot2", session_id=1700000000, frame_num=0):
 
 
 def wiring(stream_id="crate1slot2", session_id=1700000000, frame_num=1,
-           status="{}"):
+           status="{}", dump=None):
+    """
+    A Wiring (status) frame; C{dump} true for the whole status, false for
+    the keys that changed, L{None} for no C{dump} key.
+    """
     frame = core.G3Frame(core.G3FrameType.Wiring)
     frame["status"] = status
+    if dump is not None:
+        frame["dump"] = dump
     return _stamp(frame, stream_id, session_id, frame_num)
 
 

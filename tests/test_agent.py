@@ -432,6 +432,40 @@ class StopTests(ProcessTestCase):
         self.assertTrue(ok)
 
 
+class FeedAgent:
+    """
+    The part of an C{OCSAgent} the Process publishes with.
+    """
+
+    def __init__(self):
+        self.published = []
+
+    def publish_to_feed(self, name, message):
+        self.published.append((name, message))
+
+
+class FilesFeedTests(ProcessTestCase):
+
+    @defer.inlineCallbacks
+    def test_each_closed_file_is_published_once(self):
+        aggregator, session, running, peer = yield self.connected()
+        aggregator.agent = FeedAgent()
+        sent = [F.raw(F.observation()), F.raw(F.scan(1)), F.raw(F.flow(F.END)),
+                F.raw(F.observation(session_id=1700000100)),
+                F.raw(F.scan(1, session_id=1700000100))]
+        peer.transport.write(b"".join(sent))
+        yield wait_until(lambda: session.data.get("frames_written") == 4)
+        yield self.timed_stop(aggregator, session, running)
+        files = [m for name, m in aggregator.agent.published
+                 if name == "files"]
+        self.assertEqual([m["data"]["path"] for m in files],
+                         [p for p, _ in files_and_frames(self.dir)])
+        for m in files:
+            self.assertEqual(m["block_name"], "files")
+            self.assertEqual(len(m["data"]["md5"]), 32)
+            self.assertEqual(m["data"]["scan_frames"], 1)
+
+
 class FailFastTests(ProcessTestCase):
 
     @defer.inlineCallbacks

@@ -49,16 +49,6 @@ def so_env():
     return env
 
 
-def twistd_offers(option):
-    """
-    Whether C{twistd tsagg} of this tree has a command-line option.
-    """
-    out = subprocess.run(twistd_command() + ["tsagg", "--help"],
-                         capture_output=True, text=True, cwd=ROOT,
-                         env=dict(os.environ, PYTHONPATH=ROOT))
-    return option in out.stdout
-
-
 class Recording:
     """
     One recording of the sender's sessions by twistd tsagg, and the
@@ -102,11 +92,11 @@ class Recording:
         argv = twistd_command() + [
             "-n", "--pidfile=", "--logfile=-", "tsagg",
             "--address", "127.0.0.1", "--port", str(port),
-            "--data-dir", self.data, "--time-per-file", str(TIME_PER_FILE)]
-        if twistd_offers("--suprsync-db"):
-            self.suprsync_db = os.path.join(where, "suprsync.db")
-            argv += ["--suprsync-db", self.suprsync_db,
-                     "--suprsync-archive", SUPRSYNC_ARCHIVE]
+            "--data-dir", self.data, "--create-data-dir", "--time-per-file",
+            str(TIME_PER_FILE)]
+        self.suprsync_db = os.path.join(where, "suprsync.db")
+        argv += ["--suprsync-db", self.suprsync_db,
+                 "--suprsync-archive", SUPRSYNC_ARCHIVE]
         tsagg = spawn(testcase, argv, os.path.join(logs, "twistd.log"))
         poll_until(testcase, lambda: "Connected to" in log_of(tsagg)
                    or tsagg.poll() is not None, 30, "twistd to connect")

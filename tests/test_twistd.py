@@ -86,9 +86,8 @@ class TwistdTests(unittest.TestCase):
                      if types_in([r]) == "S"]
         # Every Scan frame once and in order, from the first of the session.
         self.assertEqual(nums, list(range(2, 2 + len(nums))))
-        last = os.path.join(data, files[-1][0])
         self.assertRegex(log, re.compile(r"Closed %s \((stop|disconnect)\)"
-                                         % re.escape(last)))
+                                         % re.escape(files[-1][0])))
         self.assertIn("Recording stopped", log)
         self.assertIn("Server Shut Down", log)
 

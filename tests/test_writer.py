@@ -12,7 +12,8 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from tsagg.interfaces import IFrameSink
-from tsagg.writer import ROTATE, GAP, FilePolicy, RotatingWriter
+from tsagg.rules import GAP, ROTATE, FilePolicy
+from tsagg.writer import RotatingWriter
 
 from tests import frames as F
 from tests.util import FakeProducer, files_and_frames, types_in
@@ -374,9 +375,35 @@ class RotationTests(WriterTestCase):
         self.assertEqual(on_disk, scans)
         self.assertEqual(len(sent), 1)
 
-    def test_file_closes_when_old_even_without_frames(self):
+    def test_a_file_due_closes_just_before_the_next_scan_frame(self):
+        writer = self.make_writer(gap_timeout=3600)
+        first = self.send(F.observation(), F.scan(2), writer=writer)
+        self.clock.advance(self.time_per_file)
+        # Due, but what follows the last data stays with it.
+        self.assertIsNotNone(writer.status["current_file"])
+        first += self.send(F.wiring(frame_num=3), writer=writer)
+        second = self.send(F.scan(4), writer=writer)
+        writer.close()
+        files = self.files()
+        self.assertEqual([raws for _, raws in files],
+                         [first, [first[0], first[2]] + second])
+
+    def test_the_end_of_a_session_after_the_deadline_stays_in_its_file(self):
+        writer = self.make_writer(gap_timeout=3600)
+        sent = self.send(F.observation(), F.scan(2), writer=writer)
+        self.clock.advance(self.time_per_file + 1)
+        sent += self.send(F.wiring(frame_num=3), F.observation(frame_num=4),
+                          writer=writer)
+        self.send(F.flow(F.END), writer=writer)
+        writer.close()
+        [(_, raws)] = self.files()
+        self.assertEqual(raws, sent)
+
+    def test_the_gap_timeout_closes_a_file_due_without_data(self):
         self.send(F.scan(1))
         self.clock.advance(self.time_per_file)
+        self.send(F.wiring())
+        self.clock.advance(self.gap_timeout)
         self.assertIsNone(self.writer.status["current_file"])
 
     def test_directory_does_not_roll_over(self):
@@ -755,11 +782,11 @@ class WriteQueueTests(WriterTestCase):
         self.assertEqual(os.path.getsize(path), len(sent[0]))
         # Not one large write to finish the frame before closing.
         self.assertTrue(all(n <= 100 for n in writev.calls), writev.calls)
-        self.assertIsNone(writer.status["current_file"])
+        more = self.send(F.scan(3), writer=writer)
+        self.clock.advance(0)
         self.assertEqual(writer.status["last_file"], path)
         writer.close()
-        [(_, raws)] = self.files()
-        self.assertEqual(raws, sent)
+        self.assertEqual([raws for _, raws in self.files()], [sent, more])
 
     def test_failure_in_a_later_slice_cuts_the_frame_and_holds_it(self):
         writer = self.sliced(256)

@@ -190,6 +190,7 @@ class TimestreamAggregator:
             self._stopped_early = None
             return False, "Stopped before recording began."
         service = self._make_service()
+        service.handoff.add_listener(self._publish_file)
         try:
             service.prepare()
         except DataDirError as e:
@@ -218,6 +219,16 @@ class TimestreamAggregator:
         return True, ("Recording stopped: %d files, %d frames, %d bytes."
                       % (status["files_written"], status["frames_written"],
                          status["bytes_written"]))
+
+    def _publish_file(self, record):
+        """
+        Publish the record of a file closed for good on the C{files} feed.
+        """
+        if self.agent is None:
+            return
+        self.agent.publish_to_feed("files", {
+            "block_name": "files", "timestamp": self._wall_time(),
+            "data": dict(record)})
 
     def stop_aggregation(self, session, params):
         """
@@ -310,6 +321,14 @@ def make_parser(parser=None):
         "--no-fsync", action="store_true",
         help="Do not fsync files when closing them.")
     group.add_argument(
+        "--suprsync-db", default=None, metavar="PATH",
+        help="socs' suprsync SQLite database: each file closed for good is "
+             "registered in it for transfer, with its md5 and its path "
+             "relative to the data directory.")
+    group.add_argument(
+        "--suprsync-archive", default="timestreams", metavar="NAME",
+        help="The suprsync archive the files are registered in.")
+    group.add_argument(
         "--min-free", type=_min_free, default=options.min_free(DEFAULT_MIN_FREE),
         help="Free space to leave on the data file system: a percentage of "
              "it (1%%) or bytes (500M, 20G). Below it the disk counts as "
@@ -346,6 +365,8 @@ def service_maker(args, reactor, clock=None):
             fsync=not args.no_fsync,
             min_free=args.min_free,
             create_data_dir=args.create_data_dir,
+            suprsync_db=args.suprsync_db,
+            suprsync_archive=args.suprsync_archive,
             clock=clock)
     return make_service
 
@@ -370,6 +391,9 @@ def main(args=None):
         agent, service_maker(args, reactor, clock),
         address="%s:%d" % (args.address, args.port),
         data_dir=args.data_dir, clock=clock, wall_time=reactor.seconds)
+    # One record per file closed for good (tsagg.handoff): an event feed,
+    # not a time series, so it is not recorded.
+    agent.register_feed("files", record=False)
     agent.register_process("stream", aggregator.start_aggregation,
                            aggregator.stop_aggregation, blocking=False,
                            startup=args.auto_start)

@@ -148,17 +148,19 @@ class Repair:
     @ivar path: The file's path, relative to the data directory.
     @ivar size: Its size before the repair.
     @ivar cut: Bytes cut off its end (0 if it ended with a whole frame).
-    @ivar frames: Whole frames left in it.
+    @ivar frames: Whole frames left in it; C{scan_frames} of them Scan
+        frames.
     @ivar problem: What was wrong with its tail, or L{None}.
     @ivar error: Why it could not be examined or repaired, or L{None}.
     """
 
     def __init__(self, path, size=0, cut=0, frames=0, problem=None,
-                 error=None):
+                 error=None, scan_frames=0):
         self.path = path
         self.size = size
         self.cut = cut
         self.frames = frames
+        self.scan_frames = scan_frames
         self.problem = problem
         self.error = error
 
@@ -227,7 +229,8 @@ def repair(data_dir, relative):
             "/proc/self/fd") else scan_file(path)
         result = Repair(relative, size=scan.size,
                         cut=scan.size - scan.good_bytes,
-                        frames=scan.frames, problem=scan.problem)
+                        frames=scan.frames, problem=scan.problem,
+                        scan_frames=scan.types.get("S", 0))
         # Truncating to the size also gives back the blocks reserved past
         # the end of the file (tsagg.writeback), when it had any.
         os.ftruncate(fd, scan.good_bytes)

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from tsagg import wire
 from tsagg.diskspace import DEFAULT_MIN_FREE
+from tsagg.handoff import DEFAULT_ARCHIVE, FileHandoff
 from tsagg.protocol import G3StreamFactory
 from tsagg.writer import DataDirError, RotatingWriter
 
@@ -68,7 +69,8 @@ class RecordingService(Service):
                  stream_id="unknown", max_frame_size=wire.DEFAULT_MAX_FRAME_SIZE,
                  fsync=True, retry_policy=None, writer=None,
                  min_free=DEFAULT_MIN_FREE, create_data_dir=False,
-                 clock=None):
+                 clock=None, suprsync_db=None,
+                 suprsync_archive=DEFAULT_ARCHIVE):
         self._reactor = reactor
         self.clock = reactor if clock is None else clock
         self.endpoint_description = endpoint_description
@@ -81,6 +83,10 @@ class RecordingService(Service):
                 min_free=min_free, wall_time=reactor.seconds)
         self.writer = writer
         self.create_data_dir = create_data_dir
+        self.handoff = FileHandoff(in_thread_pool(reactor),
+                                   suprsync_db=suprsync_db,
+                                   suprsync_archive=suprsync_archive)
+        writer.add_closed_file_listener(self.handoff)
         self.factory = G3StreamFactory(writer, self.clock,
                                        idle_timeout=idle_timeout,
                                        max_frame_size=max_frame_size)
@@ -131,6 +137,8 @@ class RecordingService(Service):
 
     def _stopped(self, result):
         d = defer.maybeDeferred(self.writer.close)
+        # Every closed file handed on (md5, suprsync) before the end.
+        d.addCallback(lambda _: self.handoff.finished())
         d.addCallback(lambda _: self.log.info("Recording stopped"))
         return d
 
@@ -170,6 +178,7 @@ class RecordingService(Service):
                   "endpoint": self.endpoint_description}
         status.update(self.factory.stats.as_dict())
         status.update(self.writer.status)
+        status.update(self.handoff.status)
         if status["last_error"] is None:
             status["last_error"] = status["last_stream_error"]
         return status

@@ -23,6 +23,7 @@ __all__ = [
     "ALIVE", "START", "END", "CLEANSE", "FLOW_CONTROL_NAMES",
     "DATA_TYPES", "FrameFields", "decode_blob", "flow_control", "stream_id",
     "session_id", "frame_num", "sanitize_stream_id", "FrameNumTracker",
+    "status_dump", "frame_time",
 ]
 
 ALIVE, START, END, CLEANSE = 0, 1, 2, 3
@@ -44,7 +45,7 @@ _MAX_SESSION_ID = 10 ** 10
 
 #: The keys the rules read.
 SO_KEYS = frozenset([b"sostream_flowcontrol", b"sostream_id", b"session_id",
-                     b"frame_num"])
+                     b"frame_num", b"dump", b"time"])
 
 # A blob of a G3 object is cereal's portable binary archive of a polymorphic
 # pointer: u8 endianness flag (1), u32 polymorphic type id (0x80000001: a
@@ -58,16 +59,27 @@ _NEW_TYPE = 0x80000001
 _MAX_TYPE_NAME = 64
 
 
+#: G3Time ticks in a second (spt3g's G3Units.s).
+TICKS_PER_SECOND = 100000000
+
+
+class G3TimeTicks(int):
+    """
+    A G3Time, decoded: its ticks since the unix epoch.
+    """
+
+
 def decode_blob(blob):
     """
-    The value of a G3Int or G3String blob, decoded without spt3g.
+    The value of a G3Int, G3Bool or G3String blob, decoded without spt3g.
 
     Every length is checked against the blob before it is used, and the
     value must fill the blob exactly.
 
     @param blob: The serialized G3 object.
-    @return: An L{int} or a L{str}.
-    @raise ValueError: The blob is not a well-formed G3Int or G3String.
+    @return: An L{int}, a L{bool} or a L{str}.
+    @raise ValueError: The blob is not a well-formed G3Int, G3Bool or
+        G3String.
     """
     blob = bytes(blob)
     end = len(blob)
@@ -85,6 +97,14 @@ def decode_blob(blob):
         if end - pos != _I64.size:
             raise ValueError("G3Int of the wrong size")
         return _I64.unpack_from(blob, pos)[0]
+    if name == b"G3Time":
+        if end - pos != _I64.size:
+            raise ValueError("G3Time of the wrong size")
+        return G3TimeTicks(_I64.unpack_from(blob, pos)[0])
+    if name == b"G3Bool":
+        if end - pos != 1 or blob[pos] > 1:
+            raise ValueError("G3Bool of the wrong size or value")
+        return bool(blob[pos])
     if name == b"G3String":
         if end - pos < _U64.size:
             raise ValueError("blob too short")
@@ -93,7 +113,7 @@ def decode_blob(blob):
         if length != end - pos:
             raise ValueError("G3String length does not match its blob")
         return blob[pos:].decode("utf-8")
-    raise ValueError("not a G3Int or G3String")
+    raise ValueError("not a G3Int, G3Bool or G3String")
 
 
 class FrameFields:
@@ -253,3 +273,27 @@ class FrameNumTracker:
         if self.highest is None or num > self.highest:
             self.highest = num
         return missing
+
+
+def status_dump(frame):
+    """
+    Whether a Wiring (status) frame of the SMuRF streamer holds the whole
+    status (C{dump} true), only the keys that changed (C{dump} false), or
+    does not say (L{None}).
+    """
+    value = _get(frame, "dump")
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value != 0
+    return None
+
+
+def frame_time(frame):
+    """
+    The frame's C{time} (a G3Time) in unix seconds, or L{None}.
+    """
+    value = _get(frame, "time")
+    if not isinstance(value, G3TimeTicks):
+        return None
+    return value / TICKS_PER_SECOND

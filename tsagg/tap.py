@@ -51,6 +51,12 @@ class Options(usage.Options):
         ["endpoint", None, None,
          "Twisted client endpoint of the sender, e.g. "
          "'tcp:host=h:port=50000'; overrides --address and --port."],
+        ["suprsync-db", None, None,
+         "socs' suprsync SQLite database: each file closed for good is "
+         "registered in it for transfer, with its md5 and its path relative "
+         "to the data directory (socs must be installed)."],
+        ["suprsync-archive", None, "timestreams",
+         "The suprsync archive the files are registered in."],
         ["min-free", None, options.min_free(DEFAULT_MIN_FREE),
          "Free space to leave on the data file system: a percentage of it "
          "(1%) or bytes (500M, 20G).  Below it the disk counts as full: the "
@@ -122,17 +128,23 @@ def makeService(options, reactor=None):
     keep_freed_memory()
     endpoint = options["endpoint"] or tcp_endpoint_description(
         options["address"], options["port"])
-    recording = RecordingService(
-        reactor, endpoint, options["data-dir"],
-        time_per_file=options["time-per-file"],
-        gap_timeout=options["gap-timeout"],
-        idle_timeout=options["idle-timeout"],
-        stream_id=options["stream-id"],
-        max_frame_size=options["max-frame-size"],
-        fsync=not options["no-fsync"],
-        min_free=options["min-free"],
-        create_data_dir=options["create-data-dir"],
-        clock=MonotonicClock(reactor))
+    try:
+        recording = RecordingService(
+            reactor, endpoint, options["data-dir"],
+            time_per_file=options["time-per-file"],
+            gap_timeout=options["gap-timeout"],
+            idle_timeout=options["idle-timeout"],
+            stream_id=options["stream-id"],
+            max_frame_size=options["max-frame-size"],
+            fsync=not options["no-fsync"],
+            min_free=options["min-free"],
+            suprsync_db=options["suprsync-db"],
+            suprsync_archive=options["suprsync-archive"],
+            create_data_dir=options["create-data-dir"],
+            clock=MonotonicClock(reactor))
+    except ImportError as e:
+        raise SystemExit("tsagg: --suprsync-db needs socs (pip install "
+                         "socs): %s" % (e,))
     try:
         recording.prepare()
     except DataDirError as e:

@@ -1,0 +1,208 @@
+"""
+Tests for L{tsagg.handoff}: every file closed for good is handed on once,
+with its md5, to listeners and to a real socs suprsync database; the md5 and
+the database write run off the reactor thread.
+"""
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+
+from twisted.internet import defer, task
+from twisted.trial import unittest
+
+from tsagg.handoff import FileHandoff
+from tsagg.writer import RotatingWriter
+
+from tests import frames as F
+from tests.test_journal import DIE_MID_FRAME
+from tests.test_writer import DeferredSync, FailingOpener
+from tests.util import ROOT, repo_env
+
+try:
+    import socs.db.suprsync  # noqa: F401
+except ImportError:
+    socs = None
+
+
+def md5_of(path):
+    with open(path, "rb") as f:
+        return hashlib.md5(f.read()).hexdigest()
+
+
+def suprsync_rows(db):
+    with sqlite3.connect(db) as c:
+        return c.execute("SELECT local_path, remote_path, archive_name, "
+                         "local_md5sum FROM supersync_v0 ORDER BY id"
+                         ).fetchall()
+
+
+class HandoffTestCase(unittest.TestCase):
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.clock.advance(1700000000)
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.records = []
+
+    def record(self, run_blocking=None, suprsync_db=None, **kw):
+        kw.setdefault("fsync", False)
+        kw.setdefault("gap_timeout", 3600)
+        writer = RotatingWriter(self.dir, self.clock, time_per_file=10,
+                                run_blocking=run_blocking, **kw)
+        handoff = FileHandoff(run_blocking, suprsync_db=suprsync_db)
+        handoff.add_listener(self.records.append)
+        writer.add_closed_file_listener(handoff)
+        self.addCleanup(writer.close)
+        return writer, handoff
+
+    def send(self, writer, *frames):
+        for frame in frames:
+            writer.frameReceived(frame, F.raw(frame))
+
+
+class RecordTests(HandoffTestCase):
+
+    def test_each_closed_file_once_with_its_md5(self):
+        writer, _ = self.record()
+        self.send(writer, F.observation(), F.wiring(), F.scan(2))
+        self.clock.advance(10)
+        self.send(writer, F.scan(3), F.scan(5))
+        writer.close()
+        self.assertEqual([r["path"] for r in self.records],
+                         ["17000/crate1slot2/1700000000_000.g3",
+                          "17000/crate1slot2/1700000000_001.g3"])
+        for r in self.records:
+            self.assertEqual(r["md5"],
+                             md5_of(os.path.join(self.dir, r["path"])))
+            self.assertEqual(r["stream_id"], "crate1slot2")
+            self.assertEqual(r["session_id"], 1700000000)
+            self.assertEqual(r["size"], os.path.getsize(
+                os.path.join(self.dir, r["path"])))
+        first, second = self.records
+        self.assertEqual((first["frames"], first["scan_frames"]), (3, 1))
+        self.assertEqual((second["frames"], second["scan_frames"]), (4, 2))
+        self.assertEqual(second["frames_dropped"], 1)
+        self.assertEqual(first["frames_dropped"], 0)
+
+    def test_frame_times_are_those_of_the_frames(self):
+        writer, _ = self.record()
+        frames = []
+        for n, t in ((2, 1700000001.5), (3, 1700000002.25)):
+            frame = F.scan(n)
+            frame["time"] = F.core.G3Time(int(t * 1e8))
+            frames.append(frame)
+        self.send(writer, *frames)
+        writer.close()
+        [r] = self.records
+        self.assertEqual((r["first_frame_time"], r["last_frame_time"]),
+                         (1700000001.5, 1700000002.25))
+
+    def test_nothing_before_the_file_is_closed_and_synced(self):
+        sync = DeferredSync()
+        writer, handoff = self.record(run_blocking=sync, fsync=True)
+        self.send(writer, F.scan(2))
+        d = writer.close()
+        self.assertEqual(self.records, [])
+        # The journal's sync and the file's, then the md5: each a job of
+        # the thread pool.
+        sync.run_all()
+        self.successResultOf(d)
+        self.assertEqual(self.records, [])
+        self.assertEqual(len(sync.jobs), 1)
+        sync.run_all()
+        self.assertEqual(len(self.records), 1)
+        self.successResultOf(handoff.finished())
+
+    def test_a_file_of_nothing_but_replayed_metadata_is_not_handed_on(self):
+        opener = FailingOpener()
+        opener.failing = False
+        real_writev = os.writev
+        fail = []
+
+        def writev(fd, views):
+            if fail:
+                raise OSError(28, "No space left on device")
+            return real_writev(fd, views)
+        self.patch(os, "writev", writev)
+        writer, _ = self.record(opener=opener, min_free=0)
+        self.send(writer, F.observation(), F.scan(2))
+        writer._close_file("rotation")
+        fail.append(True)
+        self.send(writer, F.scan(3))
+        self.clock.advance(1)
+        fail.clear()
+        self.clock.advance(2)
+        writer.close()
+        paths = [r["path"] for r in self.records]
+        self.assertEqual(len(paths), len(set(paths)))
+        self.assertEqual(paths, ["17000/crate1slot2/1700000000_000.g3",
+                                 "17000/crate1slot2/1700000000_001.g3"])
+
+    def test_a_repaired_file_is_handed_on_once_repaired(self):
+        out = subprocess.run([sys.executable, "-c", DIE_MID_FRAME, self.dir],
+                             cwd=ROOT, env=repo_env(), capture_output=True)
+        path = out.stdout.decode().strip()
+        writer, _ = self.record()
+        writer.prepare()
+        [r] = self.records
+        self.assertTrue(r["repaired"])
+        self.assertEqual(r["md5"], md5_of(path))
+        self.assertEqual(r["scan_frames"], 3)
+        self.assertEqual(r["size"], os.path.getsize(path))
+
+    def test_a_failing_md5_is_counted_not_raised(self):
+        writer, handoff = self.record()
+        self.send(writer, F.scan(2))
+        os.unlink(writer.status["current_file"])
+        writer.close()
+        self.assertEqual(handoff.files_handed_on, 0)
+        self.assertEqual(handoff.handoff_errors, 1)
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+
+class SuprsyncTests(HandoffTestCase):
+
+    def setUp(self):
+        if socs is None:
+            raise unittest.SkipTest("socs is not installed")
+        HandoffTestCase.setUp(self)
+        self.db = os.path.abspath(self.mktemp())
+
+    def test_files_are_registered_once_in_a_real_suprsync_db(self):
+        writer, _ = self.record(suprsync_db=self.db)
+        self.send(writer, F.observation(), F.scan(2))
+        self.clock.advance(10)
+        self.send(writer, F.scan(3))
+        writer.close()
+        rows = suprsync_rows(self.db)
+        self.assertEqual(len(rows), 2)
+        for (local, remote, archive, md5), r in zip(rows, self.records):
+            self.assertEqual(local, os.path.join(self.dir, r["path"]))
+            self.assertEqual(remote, r["path"])
+            self.assertEqual(archive, "timestreams")
+            self.assertEqual(md5, md5_of(local))
+            self.assertTrue(r["registered"])
+
+    @defer.inlineCallbacks
+    def test_registration_runs_in_the_thread_pool(self):
+        from twisted.internet import threads
+        import threading
+        threads_seen = []
+
+        def run_blocking(f):
+            def wrapped():
+                threads_seen.append(threading.current_thread())
+                return f()
+            return threads.deferToThread(wrapped)
+        writer, handoff = self.record(run_blocking=run_blocking,
+                                      suprsync_db=self.db)
+        self.send(writer, F.scan(2))
+        yield writer.close()
+        yield handoff.finished()
+        self.assertEqual(len(suprsync_rows(self.db)), 1)
+        self.assertTrue(threads_seen)
+        self.assertNotIn(threading.main_thread(), threads_seen)

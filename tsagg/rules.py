@@ -1,0 +1,326 @@
+"""
+The SO stream rules as a state machine: frames in, actions out.
+
+L{StreamRules} reads one frame's SO keys (L{tsagg.sostream}) and says what
+recording it means, as a L{Plan}: discard it, end the acquisition or close
+the file first, write it, and which acquisition it belongs to.  It does no
+I/O and reads no clock; the writer (L{tsagg.writer}) carries the plan out.
+L{FilePolicy} is the rule of time: when a file is old enough to rotate and
+when an acquisition has been silent too long.
+
+The rules, in one place:
+
+    - Flow-control frames are never written.  ALIVE and CLEANSE are
+      discarded; START ends the acquisition and forgets the metadata; END
+      does too, and forgets the stream id.
+    - A frame of another nonzero C{session_id} than the acquisition's ends
+      it: a new session without a START begins a new acquisition.
+    - Once a file is due for rotation, it is closed just before the next
+      data frame (Scan, or Timepoint): the metadata and flow control that
+      follow a session's last data stay in its last file, and rotation
+      never makes a file without data.
+    - Each new file begins with the metadata seen so far (L{replay}): the
+      latest frame of each metadata type, and for Wiring (status) frames
+      the latest full dump (C{dump} true) and every diff after it, in
+      order.  A new dump replaces the chain.  Wiring frames that carry no
+      C{dump} key, and diffs with no dump before them, are metadata like
+      any other: the latest one is kept.
+"""
+
+from collections import OrderedDict
+
+from tsagg import sostream
+
+__all__ = ["StreamRules", "Plan", "FilePolicy", "ROTATE", "GAP"]
+
+ROTATE = "rotate"
+GAP = "gap"
+
+# Frame type code of a Wiring (status) frame.
+_WIRING = "W"
+
+
+class FilePolicy:
+    """
+    When to close a file: pure decisions over times, no clock and no I/O.
+
+    @ivar time_per_file: Seconds a file stays open before it is due for
+        rotation.
+    @ivar gap_timeout: Seconds without a written frame that end an
+        acquisition.
+    """
+
+    def __init__(self, time_per_file, gap_timeout):
+        if time_per_file <= 0 or gap_timeout <= 0:
+            raise ValueError("time_per_file and gap_timeout must be positive")
+        self.time_per_file = time_per_file
+        self.gap_timeout = gap_timeout
+
+    def deadline(self, opened_at, last_write):
+        """
+        The next time at which L{decide} may answer something.
+
+        @param opened_at: When the open file was opened, or L{None} when no
+            file is open (or it is due already).
+        @param last_write: When the acquisition last wrote a frame.
+        """
+        gap_at = last_write + self.gap_timeout
+        if opened_at is None:
+            return gap_at
+        return min(gap_at, opened_at + self.time_per_file)
+
+    def decide(self, now, opened_at, last_write):
+        """
+        @return: L{GAP} when the acquisition has been silent too long,
+            L{ROTATE} when the open file is old enough, else L{None}.
+        """
+        if now >= last_write + self.gap_timeout:
+            return GAP
+        if opened_at is not None and now >= opened_at + self.time_per_file:
+            return ROTATE
+        return None
+
+
+class Plan:
+    """
+    What one frame means for recording.
+
+    @ivar code: The frame's type code.
+    @ivar discard: The name of the flow-control frame (C{'alive'}, ...,
+        C{'unknown'}) if the frame is not written; else L{None}.
+    @ivar end: Why the acquisition ends before this frame, or L{None}.
+    @ivar close: Why the open file closes before this frame (the
+        acquisition goes on), or L{None}.
+    @ivar session: The frame's session id, for a new acquisition's name.
+    @ivar wiring: For a Wiring frame: C{'dump'}, C{'diff'} or C{'plain'}
+        (no C{dump} key); else L{None}.
+    """
+
+    __slots__ = ("code", "discard", "end", "close", "session", "wiring",
+                 "_num", "_flow", "_stream_id")
+
+    def __init__(self, code):
+        self.code = code
+        self.discard = None
+        self.end = None
+        self.close = None
+        self.session = None
+        self.wiring = None
+        self._num = None
+        self._flow = None
+        self._stream_id = None
+
+    @property
+    def write(self):
+        return self.discard is None
+
+    @property
+    def metadata(self):
+        """
+        Whether the frame is metadata to be written (replayed at the top of
+        later files once it is on disk).
+        """
+        return self.discard is None and self.code not in sostream.DATA_TYPES
+
+    @property
+    def plain_data(self):
+        """
+        Whether the frame is data that only goes on in the open file.
+        """
+        return (self.discard is None and self.end is None
+                and self.close is None
+                and self.code in sostream.DATA_TYPES)
+
+
+class StreamRules:
+    """
+    The SO stream rules over the frames of one stream, one after the other.
+
+    Call L{plan} with each frame (it changes nothing, so that a frame that
+    must wait can be planned again), then L{apply} once the writer goes
+    ahead with it; L{written} once a metadata frame is on disk.
+
+    @ivar stream_id: The sanitized C{sostream_id} of the stream, from the
+        first frame that names it, or L{None}.
+    @ivar rotation_due: Whether the open file is to be closed before the
+        next Scan frame.
+    @ivar frame_nums: The L{sostream.FrameNumTracker} of frames dropped
+        upstream.
+    @ivar flow_control: Flow-control frames discarded, by name.
+    """
+
+    def __init__(self):
+        self.stream_id = None
+        self.rotation_due = False
+        self.frame_nums = sostream.FrameNumTracker()
+        self.flow_control = {name: 0 for name in
+                             sostream.FLOW_CONTROL_NAMES.values()}
+        # Latest metadata frame of each type but Wiring, in order of
+        # arrival: type code -> raw bytes.
+        self._metadata = OrderedDict()
+        # Wiring frames to replay: the latest dump and the diffs after it
+        # (or the latest Wiring frame when no dump came), and whether the
+        # chain begins with a dump.
+        self._wiring = []
+        self._wiring_dump = False
+        self._replaying = False
+        # The last session_id blob seen, and its value.
+        self._session_blob = None
+        self._session_value = None
+
+    # -- frames ----------------------------------------------------------
+
+    def plan(self, raw, code, fields, acquisition_session, file_open):
+        """
+        What one frame means, given the writer's state.  Nothing changes
+        until L{apply}.
+
+        @param raw: The frame's bytes.
+        @param code: Its type code.
+        @param fields: Its L{sostream.FrameFields}.
+        @param acquisition_session: The session id of the acquisition in
+            progress; L{None} when none is, or it has none.
+        @param file_open: Whether a file is open.
+        @rtype: L{Plan}
+        """
+        plan = Plan(code)
+        num = sostream.frame_num(fields)
+        if self._replaying and code not in sostream.DATA_TYPES:
+            # A new connection begins with the sender's cached metadata,
+            # whose frame numbers are old: only live data sets the baseline.
+            num = None
+        plan._num = num
+        fc = sostream.flow_control(fields)
+        if fc is not None:
+            name = sostream.FLOW_CONTROL_NAMES.get(fc, "unknown")
+            plan.discard = name
+            plan._flow = fc
+            if fc == sostream.START:
+                plan.end = "start"
+            elif fc == sostream.END:
+                plan.end = "end"
+            return plan
+        plan.session = session = self._session_id(fields)
+        if self.stream_id is None:
+            plan._stream_id = sostream.stream_id(fields, code)
+        if (acquisition_session is not None and session is not None
+                and session != acquisition_session):
+            plan.end = "new session %d" % (session,)
+        elif (file_open and self.rotation_due
+              and code in sostream.DATA_TYPES):
+            plan.close = "rotation"
+        if code == _WIRING:
+            dump = sostream.status_dump(fields)
+            plan.wiring = ("plain" if dump is None
+                           else "dump" if dump else "diff")
+        return plan
+
+    def apply(self, plan):
+        """
+        Go ahead with a planned frame: note its number, its stream id, and
+        what its flow control or new session resets.
+        """
+        if plan.code in sostream.DATA_TYPES:
+            self._replaying = False
+        if plan.discard is not None:
+            if plan.discard in self.flow_control:
+                self.flow_control[plan.discard] += 1
+            self.frame_nums.see(plan._num)
+            if plan._flow in (sostream.START, sostream.END):
+                self.forget_metadata()
+                self.frame_nums.reset()
+                if plan._flow == sostream.END:
+                    self.stream_id = None
+            return
+        if plan._stream_id is not None and self.stream_id is None:
+            self.stream_id = plan._stream_id
+        if plan.end is not None:
+            self.frame_nums.reset()
+        if plan.end is not None or plan.close is not None:
+            self.rotation_due = False
+        self.frame_nums.see(plan._num)
+
+    def written(self, raw, plan):
+        """
+        A metadata frame is on disk: later files begin with it.
+        """
+        self._metadata.pop(plan.code, None)
+        if plan.code != _WIRING:
+            self._metadata[plan.code] = raw
+            return
+        if plan.wiring == "diff" and self._wiring_dump:
+            self._wiring.append(raw)
+        else:
+            self._wiring = [raw]
+            self._wiring_dump = plan.wiring == "dump"
+        # The chain takes the place of the latest Wiring frame among the
+        # types, as any other type's latest frame does.
+        self._metadata[_WIRING] = None
+
+    def replay(self, opening):
+        """
+        The metadata a new file begins with, before the frame that opens it.
+
+        @param opening: The L{Plan} of the frame that opens the file.  The
+            file does not repeat metadata of the frame's own type (a new
+            Observation replaces the old one; a new status dump replaces
+            the chain), but a Wiring diff comes after the chain it adds to.
+        @return: The raw frames, in order.
+        """
+        out = []
+        for code, raw in self._metadata.items():
+            if code != opening.code:
+                out.extend(self._wiring if code == _WIRING else [raw])
+            elif (code == _WIRING and opening.wiring == "diff"
+                  and self._wiring_dump):
+                # The diff adds to the chain: the chain first.
+                out.extend(self._wiring)
+        return out
+
+    # -- the stream and the acquisition ----------------------------------
+
+    def stream_started(self, keep_metadata):
+        """
+        A new connection: the sender first replays its cached metadata.
+
+        @param keep_metadata: Whether frames of the last connection still
+            wait to be written (they need the metadata at the top of their
+            file); else the sender's replay takes the place of ours.
+        """
+        if not keep_metadata:
+            self.forget_metadata()
+        self._replaying = True
+
+    def forget_metadata(self):
+        self._metadata.clear()
+        self._wiring = []
+        self._wiring_dump = False
+
+    def file_closed(self):
+        """
+        The open file was closed, for whatever reason: the next one brings
+        its own rotation deadline.
+        """
+        self.rotation_due = False
+
+    def restart(self):
+        """
+        Recording starts again after a stop: frames not sent meanwhile were
+        not dropped upstream.
+        """
+        self.frame_nums.reset()
+
+    @property
+    def dropped(self):
+        """
+        Frames dropped upstream so far.
+        """
+        return self.frame_nums.dropped
+
+    def _session_id(self, fields):
+        # Every frame of a session carries the same blob: decode it once.
+        blob = fields.blob("session_id")
+        if blob is None or blob != self._session_blob:
+            self._session_blob = None if blob is None else bytes(blob)
+            self._session_value = sostream.session_id(fields)
+        return self._session_value

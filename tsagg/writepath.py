@@ -1,0 +1,430 @@
+"""
+The write path of the open file: the queue of frames waiting for it, written
+with C{writev} in slices; the write-out, sync and close of files off the
+reactor; and the frames held, on one retry timer, while the disk cannot take
+them.
+
+Nothing here knows the SO rules: L{tsagg.writer} decides what goes where and
+joins these parts.
+"""
+
+import os
+from collections import deque
+
+from twisted.internet import defer
+
+from tsagg.files import sync_and_close, timed_call
+from tsagg.writeback import start_writeback
+
+__all__ = ["REPLAYED", "WriteQueue", "Syncer", "Holding", "duration_text"]
+
+#: In the write queue, in place of the frame: metadata replayed at the top
+#: of a new file, which is not a frame received.
+REPLAYED = object()
+# Buffers per writev call.
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024)
+
+
+def duration_text(seconds):
+    """
+    A duration as an operator reads it: C{'45 s'}, C{'3 min 12 s'},
+    C{'2 h 5 min'}.
+    """
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return "%d s" % (seconds,)
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return "%d min %d s" % (minutes, seconds) if seconds else \
+            "%d min" % (minutes,)
+    hours, minutes = divmod(minutes, 60)
+    return "%d h %d min" % (hours, minutes)
+
+
+class WriteQueue:
+    """
+    The bytes waiting for the open file, frame by frame, and the count of
+    what went in.
+
+    @ivar frames_written: Frames received and written (replayed metadata is
+        not counted).
+    @ivar bytes_written: Bytes written, replayed metadata included.
+    """
+
+    def __init__(self, metadata_written):
+        """
+        @param metadata_written: Called with C{(raw, plan)} when a received
+            metadata frame is whole in the file.
+        """
+        # [view of what is left, frame (or REPLAYED), raw, plan]
+        self._items = deque()
+        self._metadata_written = metadata_written
+        self.frames_written = 0
+        self.bytes_written = 0
+
+    def __bool__(self):
+        return bool(self._items)
+
+    def __len__(self):
+        return len(self._items)
+
+    def push(self, raw, frame, plan=None):
+        """
+        Queue a frame (or, with C{frame} L{REPLAYED}, replayed metadata).
+        """
+        self._items.append([memoryview(raw), frame, raw, plan])
+
+    def write(self, f, budget=None):
+        """
+        Write what is queued into the open file C{f}: all of it, or
+        C{budget} bytes, in as few C{writev} calls as can be.
+
+        When a write fails, the part of a frame already written is cut off
+        the file, so that it ends at a frame boundary again; the frames not
+        written stay queued for L{take_failed}.
+
+        @return: The L{OSError} of a failed write, or L{None}.
+        """
+        items = self._items
+        try:
+            while items and (budget is None or budget > 0):
+                views = []
+                size = 0
+                for item in items:
+                    view = item[0]
+                    if budget is not None and size + len(view) > budget:
+                        views.append(view[:budget - size])
+                        size = budget
+                        break
+                    views.append(view)
+                    size += len(view)
+                    if len(views) == _IOV_MAX:
+                        break
+                written = os.writev(f.fd, views)
+                if budget is not None:
+                    budget -= written
+                self._wrote(f, written)
+        except OSError as e:
+            if f.partial:
+                try:
+                    os.ftruncate(f.fd, f.size)
+                except OSError as cut:
+                    e.cut_failed = cut
+                f.partial = 0
+            return e
+        return None
+
+    def _wrote(self, f, count):
+        """
+        Account for C{count} bytes written from the head of the queue.
+        """
+        items = self._items
+        while count:
+            item = items[0]
+            view = item[0]
+            if count < len(view):
+                item[0] = view[count:]
+                f.partial += count
+                return
+            count -= len(view)
+            items.popleft()
+            frame, raw, plan = item[1], item[2], item[3]
+            f.size += len(raw)
+            f.partial = 0
+            f.frames += 1
+            self.bytes_written += len(raw)
+            if frame is REPLAYED:
+                continue
+            f.data_frames += 1
+            self.frames_written += 1
+            if f.first_raw is None:
+                f.first_raw = raw
+            f.last_raw = raw
+            if plan is not None:
+                if plan.code == "S":
+                    f.scan_frames += 1
+                elif plan.metadata:
+                    self._metadata_written(raw, plan)
+
+    def take_failed(self):
+        """
+        Empty the queue after a failed write.
+
+        @return: The frames received that were not written, in order, as
+            C{(frame, raw)}.
+        """
+        failed = [(item[1], item[2]) for item in self._items
+                  if item[1] is not REPLAYED]
+        self._items.clear()
+        return failed
+
+
+class Syncer:
+    """
+    The slow part of writing, off the reactor: the write-out of the open
+    file as it grows, and the sync and close of a finished one.
+
+    Each call runs through C{run_blocking} (a thread, in the service), or
+    inline when that is L{None}, and is timed there, around the call itself.
+    """
+
+    def __init__(self, run_blocking, writeback_every, report):
+        """
+        @param run_blocking: Runs a function off the reactor thread and
+            returns a L{Deferred} of its result, or L{None}.
+        @param writeback_every: Bytes of new data after which the open
+            file's data is submitted for write-out, or L{None}.
+        @param report: Called with C{(what, took, error)} once a call
+            returned: C{what} names it (C{'fsync of /data/...'}), C{took}
+            is its duration, C{error} its L{OSError} or L{None}.
+        """
+        self._run_blocking = run_blocking
+        self.writeback_every = writeback_every
+        self._report = report
+        self._pending = set()
+
+    def write_back(self, f):
+        """
+        Submit the open file's new data for write-out once
+        C{writeback_every} bytes are new: the fsync at close then waits for
+        little more.  Blocks for the next two such intervals are reserved
+        first, so that appends do not wait for the write-out.
+        """
+        end = f.size + f.partial
+        start = f.written_back
+        if (self._run_blocking is None or self.writeback_every is None
+                or f.writeback is not None
+                or end - start < self.writeback_every):
+            return
+        ahead = 2 * self.writeback_every
+        d = f.writeback = self._run_blocking(
+            lambda: timed_call(start_writeback, f.fd, start, end - start,
+                               ahead))
+        f.reserved = True
+
+        def done(result):
+            error, took = result
+            f.writeback = None
+            self._report("write-out of " + f.path, took, error)
+            if error is None:
+                f.written_back = end
+        d.addCallback(done)
+        d.addErrback(self._report_failure, f)
+
+    def release(self, f, fsync, done):
+        """
+        Sync (if C{fsync}) and close a file that is no longer written, after
+        any write-out of it still running.
+
+        @param done: Called with C{(error, took)} once it is closed.
+        """
+        size = f.size if f.reserved else None
+
+        def sync():
+            return timed_call(sync_and_close, f.fd, fsync, size)
+        if self._run_blocking is None:
+            done(*sync())
+            return
+        if f.writeback is None:
+            d = self._run_blocking(sync)
+        else:
+            d = f.writeback.addCallback(lambda _: self._run_blocking(sync))
+        self._pending.add(d)
+
+        def finished(result):
+            self._pending.discard(d)
+            done(*result)
+        d.addCallback(finished)
+        d.addErrback(self._report_failure, f)
+
+    def synced(self):
+        """
+        @return: A L{Deferred} that fires when every file released is synced
+            and closed, or L{None} if none is pending.
+        """
+        if not self._pending:
+            return None
+        return defer.DeferredList(list(self._pending)).addCallback(
+            lambda _: None)
+
+    def _report_failure(self, failure, f):
+        self._report("sync of " + f.path, 0.0,
+                     OSError(0, "unexpected error: %s" % (failure.value,)))
+
+
+class _Outage:
+    """
+    A time in which writing fails: since when, why, and the backoff of the
+    retries.
+    """
+
+    def __init__(self, since, cause, first_delay, max_delay):
+        self.since = since
+        self.cause = cause
+        self.reported_at = since
+        self._delay = first_delay
+        self._max_delay = max_delay
+
+    def next_delay(self):
+        delay = self._delay
+        self._delay = min(self._delay * 2, self._max_delay)
+        return delay
+
+
+def _cause(error):
+    """
+    What went wrong, without the path: the same for every retry.
+    """
+    return getattr(error, "strerror", None) or str(error)
+
+
+class Holding:
+    """
+    Frames waiting for the disk, in order, and the outage they wait out: one
+    timer retries, after C{retry_interval} seconds and then twice as long
+    each time up to C{max_retry_interval}.  The outage is logged once when
+    it begins (and when its cause changes), at most once a minute while it
+    lasts, and once when it ends.
+
+    @ivar frames: The frames held, as C{(frame, raw)}.
+    @ivar bytes: Their size.
+    """
+
+    def __init__(self, clock, log, retry, retry_interval=1.0,
+                 max_retry_interval=30.0, max_bytes=1 << 31):
+        """
+        @param log: Returns the L{Logger} to log the outage to.
+        @param retry: Called by the timer: it tries to write the frames.
+        """
+        self._clock = clock
+        self._log = log
+        self._retry = retry
+        self.retry_interval = retry_interval
+        self.max_retry_interval = max(max_retry_interval, retry_interval)
+        self.max_bytes = max_bytes
+        self.frames = deque()
+        self.bytes = 0
+        self._outage = None
+        self._call = None
+
+    def __bool__(self):
+        return bool(self.frames)
+
+    def __len__(self):
+        return len(self.frames)
+
+    @property
+    def outage_seconds(self):
+        """
+        How long writing has failed, or L{None} while it works.
+        """
+        if self._outage is None:
+            return None
+        return self._clock.seconds() - self._outage.since
+
+    def failed(self, error, where):
+        """
+        Writing failed: an outage begins, or its cause is noted if new.
+
+        @param where: The data directory, for the log.
+        """
+        cause = _cause(error)
+        outage = self._outage
+        if outage is None:
+            self._outage = _Outage(self._clock.seconds(), cause,
+                                   self.retry_interval,
+                                   self.max_retry_interval)
+            self._log().error(
+                "Writing under {data_dir} failed: {error}. The stream is "
+                "paused and its frames held until writing works again.",
+                data_dir=where, error=error)
+        elif cause != outage.cause:
+            outage.cause = cause
+            self._log().error("Writing still fails, now: {error}", error=error)
+
+    @property
+    def in_outage(self):
+        return self._outage is not None
+
+    def hold(self, frame, raw, front=False):
+        """
+        Hold a frame, ahead of those held already (C{front}: it came first)
+        or after them, and make sure a retry is due.
+
+        @return: C{False} if it would pass C{max_bytes} and is lost.
+        """
+        if self.bytes + len(raw) > self.max_bytes:
+            return False
+        if front:
+            self.frames.appendleft((frame, raw))
+        else:
+            self.frames.append((frame, raw))
+        self.bytes += len(raw)
+        self.schedule()
+        return True
+
+    def pop(self):
+        frame, raw = self.frames.popleft()
+        self.bytes -= len(raw)
+        return frame, raw
+
+    def schedule(self):
+        """
+        Arm the retry timer, if it is not armed.
+        """
+        if self._call is not None:
+            return
+        delay = (self.retry_interval if self._outage is None
+                 else self._outage.next_delay())
+        self._call = self._clock.callLater(delay, self._fire)
+
+    def _fire(self):
+        self._call = None
+        self._retry()
+
+    def still_failing(self):
+        """
+        A retry left frames held: summarize the outage once a minute, and
+        arm the next retry.
+        """
+        outage = self._outage
+        now = self._clock.seconds()
+        if outage is not None and now - outage.reported_at >= 60:
+            outage.reported_at = now
+            self._log().warn(
+                "Writing has failed for {duration}: {error}; {frames} frames "
+                "waiting", duration=duration_text(now - outage.since),
+                error=outage.cause, frames=len(self.frames))
+        self.schedule()
+
+    def ended(self, where):
+        """
+        Writing works again: say so, and for how long it did not.
+
+        @param where: The file the held frames went to.
+        """
+        outage, self._outage = self._outage, None
+        if outage is None:
+            return
+        self._log().info("Writing works again, after {duration}; the held "
+                       "frames are in {path}",
+                       duration=duration_text(self._clock.seconds()
+                                              - outage.since), path=where)
+
+    def drop_all(self):
+        """
+        Give up the frames held and the outage (at a stop).
+
+        @return: How many frames were given up.
+        """
+        count = len(self.frames)
+        self.frames.clear()
+        self.bytes = 0
+        self._outage = None
+        self.cancel()
+        return count
+
+    def cancel(self):
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
