@@ -2,8 +2,9 @@
 #
 # The site config file (SCF) is mounted at /config, the data directory at
 # /data; the agent instance is chosen with INSTANCE_ID (or --instance-id).
-# The install step is `pip install .`, the one CI runs before the
-# ocs-agent-cli integration tests.
+# The install step is `pip install .` (with socs, for the hand-off of closed
+# files to suprsync), the one CI runs before the ocs-agent-cli integration
+# tests.
 
 FROM python:3.11-slim
 
@@ -23,7 +24,7 @@ RUN pip install --no-cache-dir dumb-init
 
 WORKDIR /app/tsagg/
 COPY . /app/tsagg/
-RUN pip install --no-cache-dir . && \
+RUN pip install --no-cache-dir '.[suprsync]' && \
     python -c "from ocs.agent_cli import build_agent_list; assert 'TimestreamAggregator' in build_agent_list()"
 
 # Away from the source tree, so that the installed package is imported.

@@ -527,6 +527,7 @@ class DockerfileTests(unittest.TestCase):
                          'ENTRYPOINT ["dumb-init", "ocs-agent-cli"]')
         env = " ".join(line for line in lines if line.startswith("ENV "))
         self.assertIn("OCS_CONFIG_DIR=/config", env)
-        self.assertTrue(any(line.startswith("RUN pip install --no-cache-dir . ")
-                            for line in lines), lines)
+        self.assertTrue(any(line.startswith(
+            "RUN pip install --no-cache-dir '.[suprsync]' ")
+            for line in lines), lines)
         self.assertTrue(any("chown ocs:ocs /data" in line for line in lines))

@@ -1,0 +1,156 @@
+"""
+Tests for L{tsagg.writepath}: the write queue in slices, the holding of
+frames through an outage on one timer, and the sync off the reactor.
+"""
+
+import errno
+import os
+
+from twisted.internet import task
+from twisted.logger import Logger, formatEvent
+from twisted.trial import unittest
+
+from tsagg.files import Acquisition, DataDirectory
+from tsagg.rules import Plan
+from tsagg.writepath import REPLAYED, Holding, Syncer, WriteQueue
+
+from tests import frames as F
+
+
+def plan_of(code):
+    return Plan(code)
+
+
+class WriteQueueTests(unittest.TestCase):
+
+    def setUp(self):
+        root = os.path.abspath(self.mktemp())
+        os.makedirs(root)
+        self.file = DataDirectory(root).open_next(
+            Acquisition("1700000000", "s", None), 0.0)
+        self.addCleanup(os.close, self.file.fd)
+        self.metadata = []
+        self.queue = WriteQueue(lambda raw, plan: self.metadata.append(raw))
+
+    def contents(self):
+        with open(self.file.path, "rb") as f:
+            return f.read()
+
+    def test_a_budget_writes_part_of_a_frame_and_the_rest_follows(self):
+        raws = [F.raw(F.scan(n)) for n in (2, 3)]
+        for raw in raws:
+            self.queue.push(raw, object(), plan_of("S"))
+        self.assertIsNone(self.queue.write(self.file, budget=100))
+        self.assertEqual(self.file.partial, 100)
+        self.assertEqual(self.file.size, 0)
+        self.assertIsNone(self.queue.write(self.file))
+        self.assertEqual(self.contents(), b"".join(raws))
+        self.assertEqual((self.file.frames, self.file.scan_frames), (2, 2))
+        self.assertEqual(self.queue.frames_written, 2)
+
+    def test_replayed_metadata_is_written_but_not_counted_as_received(self):
+        obs = F.raw(F.observation())
+        self.queue.push(obs, REPLAYED)
+        self.queue.push(F.raw(F.scan(2)), object(), plan_of("S"))
+        self.queue.write(self.file)
+        self.assertEqual(self.queue.frames_written, 1)
+        self.assertEqual(self.file.frames, 2)
+        self.assertEqual(self.metadata, [])
+
+    def test_metadata_is_reported_once_whole_on_disk(self):
+        wir = F.raw(F.wiring())
+        self.queue.push(wir, object(), plan_of("W"))
+        self.queue.write(self.file, budget=10)
+        self.assertEqual(self.metadata, [])
+        self.queue.write(self.file)
+        self.assertEqual(self.metadata, [wir])
+
+    def test_a_failed_write_cuts_the_partial_frame(self):
+        first, second = F.raw(F.scan(2)), F.raw(F.scan(3))
+        replayed = F.raw(F.observation())
+        self.queue.push(first, "a", plan_of("S"))
+        self.queue.push(second, "b", plan_of("S"))
+        self.queue.write(self.file, budget=len(first) + 10)
+        real = os.writev
+
+        def failing(fd, views):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.patch(os, "writev", failing)
+        self.queue.push(replayed, REPLAYED)
+        error = self.queue.write(self.file)
+        self.patch(os, "writev", real)
+        self.assertEqual(error.errno, errno.ENOSPC)
+        self.assertEqual(self.contents(), first)
+        self.assertEqual(self.queue.take_failed(), [("b", second)])
+        self.assertFalse(self.queue)
+
+
+class HoldingTests(unittest.TestCase):
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.events = []
+        self.retries = []
+        log = Logger(observer=self.events.append)
+        self.holding = Holding(self.clock, lambda: log,
+                               lambda: self.retries.append(
+                                   self.clock.seconds()))
+
+    def test_one_timer_backing_off_to_the_cap(self):
+        self.holding.failed(OSError(errno.EROFS, "Read-only file system"),
+                            "/data")
+        self.holding.hold("f", b"raw")
+        self.holding.hold("g", b"raw2")
+        for _ in range(8):
+            self.clock.advance(self.clock.getDelayedCalls()[0].getTime()
+                               - self.clock.seconds())
+            self.assertEqual(len(self.clock.getDelayedCalls()), 0)
+            self.holding.still_failing()
+        self.assertEqual(self.retries, [1, 3, 7, 15, 31, 61, 91, 121])
+        self.assertEqual(len(self.holding), 2)
+        self.assertEqual(self.holding.bytes, 7)
+
+    def test_the_log_of_an_outage(self):
+        self.holding.failed(OSError(errno.ENOSPC, "No space left on device"),
+                            "/data")
+        self.holding.failed(OSError(errno.ENOSPC, "No space left on device"),
+                            "/data")
+        self.clock.advance(61)
+        self.holding.hold("f", b"x")
+        self.holding.still_failing()
+        self.holding.still_failing()
+        self.clock.advance(100)
+        self.holding.ended("17000/s/1_001.g3")
+        lines = [formatEvent(e) for e in self.events]
+        self.assertEqual(len(lines), 3, lines)
+        self.assertIn("Writing has failed for 1 min 1 s", lines[1])
+        self.assertIn("after 2 min 41 s", lines[2])
+        self.assertIsNone(self.holding.outage_seconds)
+        self.holding.cancel()
+
+    def test_a_frame_past_the_bound_is_refused(self):
+        holding = Holding(self.clock, Logger, lambda: None, max_bytes=10)
+        self.assertTrue(holding.hold("a", b"x" * 6))
+        self.assertFalse(holding.hold("b", b"x" * 6))
+        self.assertEqual(holding.drop_all(), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class SyncerTests(unittest.TestCase):
+
+    def test_release_reports_the_time_of_the_call_itself(self):
+        reports = []
+        path = self.mktemp()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+
+        class F:
+            pass
+        f = F()
+        f.fd, f.path, f.size, f.reserved, f.writeback = fd, path, 0, False, None
+        done = []
+        Syncer(None, None, lambda *a: reports.append(a)).release(
+            f, True, lambda error, took: done.append((error, took)))
+        [(error, took)] = done
+        self.assertIsNone(error)
+        self.assertLess(took, 5)
+        self.assertRaises(OSError, os.fstat, fd)
