@@ -18,7 +18,13 @@ from tests import frames as F
 
 
 def plan_of(code):
-    return Plan(code)
+    """
+    The plan of a frame written to the open file, as the rules make it.
+    """
+    plan = Plan(code)
+    plan.metadata = code not in "ST"
+    plan.plain_data = not plan.metadata
+    return plan
 
 
 class WriteQueueTests(unittest.TestCase):

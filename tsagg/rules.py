@@ -96,40 +96,26 @@ class Plan:
         (no C{dump} key); else L{None}.
     """
 
-    __slots__ = ("code", "discard", "end", "close", "session", "wiring",
-                 "_num", "_flow", "_stream_id")
+    # A plan is made for every frame: what is not set keeps these class
+    # defaults, which cost nothing to make.
+    discard = None
+    end = None
+    close = None
+    session = None
+    wiring = None
+    #: Whether the frame is written.
+    write = True
+    #: Whether the frame is metadata to be written (replayed at the top of
+    #: later files once it is on disk).
+    metadata = False
+    #: Whether the frame is data that only goes on in the open file.
+    plain_data = False
+    _num = None
+    _flow = None
+    _stream_id = None
 
     def __init__(self, code):
         self.code = code
-        self.discard = None
-        self.end = None
-        self.close = None
-        self.session = None
-        self.wiring = None
-        self._num = None
-        self._flow = None
-        self._stream_id = None
-
-    @property
-    def write(self):
-        return self.discard is None
-
-    @property
-    def metadata(self):
-        """
-        Whether the frame is metadata to be written (replayed at the top of
-        later files once it is on disk).
-        """
-        return self.discard is None and self.code not in sostream.DATA_TYPES
-
-    @property
-    def plain_data(self):
-        """
-        Whether the frame is data that only goes on in the open file.
-        """
-        return (self.discard is None and self.end is None
-                and self.close is None
-                and self.code in sostream.DATA_TYPES)
 
 
 class StreamRules:
@@ -194,6 +180,7 @@ class StreamRules:
         if fc is not None:
             name = sostream.FLOW_CONTROL_NAMES.get(fc, "unknown")
             plan.discard = name
+            plan.write = False
             plan._flow = fc
             if fc == sostream.START:
                 plan.end = "start"
@@ -209,10 +196,14 @@ class StreamRules:
         elif (file_open and self.rotation_due
               and code in sostream.DATA_TYPES):
             plan.close = "rotation"
-        if code == _WIRING:
-            dump = sostream.status_dump(fields)
-            plan.wiring = ("plain" if dump is None
-                           else "dump" if dump else "diff")
+        if code in sostream.DATA_TYPES:
+            plan.plain_data = plan.end is None and plan.close is None
+        else:
+            plan.metadata = True
+            if code == _WIRING:
+                dump = sostream.status_dump(fields)
+                plan.wiring = ("plain" if dump is None
+                               else "dump" if dump else "diff")
         return plan
 
     def apply(self, plan):
@@ -220,6 +211,12 @@ class StreamRules:
         Go ahead with a planned frame: note its number, its stream id, and
         what its flow control or new session resets.
         """
+        if plan.plain_data:
+            self._replaying = False
+            if plan._stream_id is not None and self.stream_id is None:
+                self.stream_id = plan._stream_id
+            self.frame_nums.see(plan._num)
+            return
         if plan.code in sostream.DATA_TYPES:
             self._replaying = False
         if plan.discard is not None:

@@ -45,7 +45,7 @@ _MAX_SESSION_ID = 10 ** 10
 
 #: The keys the rules read.
 SO_KEYS = frozenset([b"sostream_flowcontrol", b"sostream_id", b"session_id",
-                     b"frame_num", b"dump", b"time"])
+                     b"frame_num", b"dump"])
 
 # A blob of a G3 object is cereal's portable binary archive of a polymorphic
 # pointer: u8 endianness flag (1), u32 polymorphic type id (0x80000001: a
@@ -123,17 +123,18 @@ class FrameFields:
     take in place of a C{G3Frame}.
     """
 
-    def __init__(self, raw, entries=None):
+    def __init__(self, raw, entries=None, keys=SO_KEYS):
         """
         @param raw: The bytes of one whole frame.
         @param entries: Its entries, if L{wire.frame_entries} already found
             them.
+        @param keys: The keys to take, as bytes.
         @raise wire.FrameError: C{raw} is not one frame.
         """
         if entries is None:
             entries = wire.frame_entries(raw)
         self._blobs = {key.decode("ascii"): blob
-                       for key, blob in entries if key in SO_KEYS}
+                       for key, blob in entries if key in keys}
 
     def __contains__(self, key):
         return key in self._blobs
@@ -289,11 +290,18 @@ def status_dump(frame):
     return None
 
 
-def frame_time(frame):
+_TIME_KEY = frozenset([b"time"])
+
+
+def frame_time(raw):
     """
-    The frame's C{time} (a G3Time) in unix seconds, or L{None}.
+    The C{time} (a G3Time) of a serialized frame, in unix seconds, or
+    L{None}.
     """
-    value = _get(frame, "time")
+    try:
+        value = _get(FrameFields(raw, keys=_TIME_KEY), "time")
+    except ValueError:
+        return None
     if not isinstance(value, G3TimeTicks):
         return None
     return value / TICKS_PER_SECOND

@@ -95,12 +95,7 @@ class ClosedFile:
 
 
 def _frame_time(raw):
-    if raw is None:
-        return None
-    try:
-        return sostream.frame_time(sostream.FrameFields(raw))
-    except ValueError:
-        return None
+    return None if raw is None else sostream.frame_time(raw)
 
 
 @implementer(IFrameSink)
