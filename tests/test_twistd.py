@@ -7,6 +7,7 @@ stepped an hour.
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from datetime import datetime
@@ -16,8 +17,8 @@ from twisted.trial import unittest
 from tsagg.frames import load_frame
 
 from tests.test_integration import free_port
-from tests.util import (WallClock, files_and_frames, log_of, poll_until,
-                        recorded_files, spawn, types_in)
+from tests.util import (ROOT, files_and_frames, log_of, poll_until,
+                        recorded_files, repo_env, spawn, types_in, WallClock)
 
 
 def twistd_command():
@@ -108,6 +109,24 @@ class TwistdTests(unittest.TestCase):
         self.assertLess(elapsed, 5.0)
         self.assertIn("Received SIGHUP", log)
         self.check_files(data, log)
+
+
+class FailFastTests(unittest.TestCase):
+
+    def test_a_missing_data_dir_ends_twistd_at_once(self):
+        data = os.path.abspath(self.mktemp())
+        port = free_port()
+        result = subprocess.run(
+            twistd_command() + ["-n", "--pidfile=", "--logfile=-", "tsagg",
+                                "--address", "127.0.0.1", "--port", str(port),
+                                "--data-dir", data],
+            cwd=ROOT, env=repo_env(), capture_output=True, timeout=60)
+        self.assertEqual(result.returncode, 1)
+        lines = result.stderr.decode().strip().splitlines()
+        self.assertEqual(lines, ["tsagg: the data directory %s does not "
+                                 "exist or is not a directory" % (data,)])
+        self.assertNotIn(b"Connect", result.stdout)
+        self.assertFalse(os.path.exists(data))
 
 
 class WallClockStepTests(unittest.TestCase):
