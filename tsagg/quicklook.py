@@ -399,9 +399,13 @@ class QuickLook:
             if not len(values):
                 continue
             field = self._fields[name]
-            self._publish({"block_name": field,
-                           "timestamps": list(block_times),
-                           "data": {field: values.tolist()}})
+            try:
+                self._publish({"block_name": field,
+                               "timestamps": list(block_times),
+                               "data": {field: values.tolist()}})
+            except Exception as e:
+                self._failed_publish(e)
+                return
             self.samples_published += len(values)
 
     def _decimator_period(self):
@@ -417,6 +421,14 @@ class QuickLook:
                           "the {binding} binding ({error}); it skips such "
                           "frames, recording goes on", binding=self.binding,
                           error=text)
+        self.last_error = text
+
+    def _failed_publish(self, error):
+        text = "publishing failed: %s: %s" % (type(error).__name__,
+                                              _first_line(error))
+        if text != self.last_error:
+            self.log.warn("The quick look could not publish ({error}); "
+                          "recording goes on", error=text)
         self.last_error = text
 
     def _note_missing(self, missing):
