@@ -119,6 +119,14 @@ class ConnectionLog:
         # Whether this connection's "connected" line waits for its frames.
         self._awaiting_frames = False
 
+    @property
+    def trouble(self):
+        """
+        What keeps the recording from its sender now, in a few words (e.g.
+        C{'connection refused'}), or L{None}.
+        """
+        return None if self._trouble is None else self._trouble.text
+
     def starting(self, data_dir=None):
         """
         Recording begins: the first connection attempt is about to be made.

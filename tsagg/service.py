@@ -284,6 +284,7 @@ class RecordingService(Service):
              'connected': True, 'peer': '127.0.0.1:50000', 'connections': 1,
              'reconnects': 0, 'bytes_received': 1731234, 'bad_frames': 0,
              'idle_timeouts': 0, 'last_stream_error': None,
+             'connection_trouble': None,
              'current_file': '/data/17649/crate1slot2/1764912345_000.g3',
              'last_file': None, 'stream_id': 'crate1slot2',
              'session_id': 1764912345, 'files_written': 1,
@@ -295,6 +296,9 @@ class RecordingService(Service):
              'slowest_write': 0.004, 'last_frame_time': 1764912460.2,
              'last_error': None}
 
+        C{connection_trouble} says what keeps the recording from its
+        sender (C{'connection refused'}, C{'no data for 30 s'}), L{None}
+        when nothing does.
         C{files_vanished} counts open files found removed or replaced
         (the data directory deleted or moved aside); C{slow_writes} counts
         writes and syncs that took C{slow_write} seconds or more, and
@@ -303,6 +307,7 @@ class RecordingService(Service):
         status = {"running": bool(self.running),
                   "endpoint": self.endpoint_description}
         status.update(self.factory.stats.as_dict())
+        status["connection_trouble"] = self.connection_log.trouble
         status.update(self.writer.status)
         if status["last_error"] is None:
             status["last_error"] = status["last_stream_error"]
