@@ -10,7 +10,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from tsagg.frames import BINDING, core, dump_frame, receive_frame
-from tsagg.quicklook import (MIN_BURST, TICKS, Decimator, QuickLook,
+from tsagg.quicklook import (MIN_BURST, TICKS, QuickLook,
                              channel_name, field_name)
 
 from tests import foreign
