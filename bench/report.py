@@ -365,8 +365,8 @@ def rst(results):
            "runs from the sender's first byte to the last byte on disk, and "
            "CPU is user+sys of the receiving process.", "",
            "Run it with::", "",
-           "    make bench                      # full, about 9 minutes",
-           "    make bench BENCH_ARGS=--quick   # about 3 minutes", "",
+           "    make bench                      # full, about 11 minutes",
+           "    make bench BENCH_ARGS=--quick   # about 4 minutes", "",
            "Each run starts on a warmed page cache: on this VM, memory "
            "left idle is handed back to the host, and the first write "
            "into it is several times slower, whichever receiver makes it.",

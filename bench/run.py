@@ -418,8 +418,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="fewer and shorter runs, no stage timers or "
-                        "profile unless --only names them (about 3 "
-                        "minutes; the full run takes about 9)")
+                        "profile unless --only names them (about 4 "
+                        "minutes; the full run takes about 11)")
     parser.add_argument("--runs", type=int, default=None,
                         help="throughput runs per receiver and case "
                         "(default 5, quick 3)")
