@@ -580,6 +580,25 @@ class FeedTests(ProcessTestCase):
         self.assertGreater(disk["data"]["free_floor_bytes"], 0)
 
 
+    @defer.inlineCallbacks
+    def test_a_failing_publish_does_not_stop_the_records(self):
+        port = yield self.listen()
+        aggregator = self.make_aggregator(port, feed_interval=0.1)
+        calls = []
+
+        def failing(name, message):
+            calls.append(name)
+            if len(calls) <= 2:
+                raise RuntimeError("crossbar is away")
+            FakeAgent.publish_to_feed(self.agent, name, message)
+        self.agent.publish_to_feed = failing
+        session, running = self.start(aggregator)
+        yield wait_until(lambda: len(self.agent.blocks(
+            "recorder", "recorder")) >= 2)
+        yield self.timed_stop(aggregator, session, running)
+        self.assertGreater(len(calls), 2)
+
+
 class DegradedTests(ProcessTestCase):
     """
     C{session.degraded} goes up while the recording does not do its job,

@@ -147,6 +147,7 @@ class TimestreamAggregator:
         self._feed_interval = feed_interval
         self._health = Health(degraded_after)
         self._records = StatusRecords()
+        self._publish_error = None
         self._reasons = []
         self._started_wall = None
         # The file being written, and since when (on the clock).
@@ -439,9 +440,20 @@ class TimestreamAggregator:
         blocks = self._records.blocks(now, wall, service.status,
                                       self._started_wall, age,
                                       bool(self._reasons))
-        for name, fields in blocks.items():
-            self.agent.publish_to_feed(STATUS_FEED, {
-                "block_name": name, "timestamp": wall, "data": fields})
+        try:
+            for name, fields in blocks.items():
+                self.agent.publish_to_feed(STATUS_FEED, {
+                    "block_name": name, "timestamp": wall, "data": fields})
+        except Exception as e:
+            # The next record comes all the same: the feed is news, not a
+            # duty of the recording.
+            text = "%s: %s" % (type(e).__name__, e)
+            if text != self._publish_error:
+                self.log.warn("Could not publish to the {feed} feed: "
+                              "{error}", feed=STATUS_FEED, error=text)
+            self._publish_error = text
+        else:
+            self._publish_error = None
 
 
 def make_parser(parser=None):
