@@ -639,6 +639,22 @@ class AgentFeedTests(AgentTestCase):
                    "back")
         elapsed, final = yield self.timed_stop(client)
         self.assertFalse(final["degraded"])
+
+        # The quick look's Tasks, through OCS.
+        reply = yield self.call(client.set_monitored_channels,
+                                channels=["r0002", 3])
+        self.assertEqual(reply.status, 0, reply)
+        reply = yield self.call(client.set_monitored_channels.wait)
+        self.assertTrue(reply.session["success"], reply)
+        self.assertEqual(reply.session["data"]["channels"],
+                         ["r0002", "r0003"])
+        reply = yield self.call(client.set_target_rate, target_rate=5)
+        reply = yield self.call(client.set_target_rate.wait)
+        self.assertTrue(reply.session["success"], reply)
+        self.assertEqual(reply.session["data"]["target_rate"], 5.0)
+        reply = yield self.call(client.set_target_rate, target_rate=-1)
+        reply = yield self.call(client.set_target_rate.wait)
+        self.assertFalse(reply.session["success"], reply)
         self.assertEqual(self.processes.stop(INSTANCE), 0)
         self.assert_agent_log_clean(INSTANCE)
 
