@@ -15,7 +15,9 @@ Runs, on loopback and the local disk:
 4. stop latency in every state, and twistd's exit on SIGTERM mid-stream;
 5. peak RSS (VmHWM) with a fast and a deliberately slow disk;
 6. (full mode) stage timers (where the reactor's time goes: splitting,
-   CRC check, writes, closes) and a py-spy profile of twistd tsagg.
+   CRC check, writes, closes) and a py-spy profile of twistd tsagg;
+7. the quick look's cost: the agent's recording service with and without a
+   quick look on two channels (bench/ql_receiver.py), alternating, as in 1.
 
 Writes results.json, results.md and bench.png under --out, and the docs page
 with --docs.  Targets are printed PASS/MISS; nothing is asserted.
@@ -45,7 +47,12 @@ REPO = os.path.dirname(BENCH_DIR)
 RECEIVERS = ("tsagg", "cpp")
 #: The parts of a run, for --only.
 PARTS = ("throughput", "peer", "lag", "streams", "stop", "rss", "stages",
-         "profile")
+         "profile", "quicklook")
+
+#: (case, frames per run full, frames per run quick) of the quick look's
+#: comparison: runs of a second or more, for a difference of a few percent
+#: to stand out of the noise.
+QUICK_LOOK_CASES = [("1.6MB", 2000, 1000), ("small", 200000, 100000)]
 
 #: (case, frames per run full, frames per run quick)
 THROUGHPUT_CASES = [("1.6MB", 500, 200), ("13MB", 64, 25),
@@ -112,6 +119,65 @@ def summarize(runs, count):
         out["ratio_cpu"] = (t["cpu_s_per_GB"] / c["cpu_s_per_GB"]
                             if c["cpu_s_per_GB"] else None)
     return out
+
+
+def run_quick_look(args, tmp):
+    """
+    Recording throughput with the quick look on and off, alternating in
+    the order off on on off off on ... (the second run of a pair tends to
+    be the faster on this VM, whichever it is), in the same run: medians
+    and their ratio.
+    """
+    runs = []
+    summary = {}
+    for case, full, quick in QUICK_LOOK_CASES:
+        count = quick if args.quick else full
+        for i in range(args.runs):
+            for kind in (("ql-off", "ql-on"), ("ql-on", "ql-off"))[i % 2]:
+                settle()
+                status_path = os.path.join(tmp, "ql-status.json")
+                if os.path.exists(status_path):
+                    os.unlink(status_path)
+                r = throughput.run_once(
+                    kind, case, count, os.path.join(tmp, "ql"),
+                    env={"TSAGG_QL_STATUS": status_path})
+                if kind == "ql-on":
+                    # The receiver writes it as it stops; give it a moment.
+                    for _ in range(50):
+                        if os.path.exists(status_path):
+                            break
+                        time.sleep(0.1)
+                    if os.path.exists(status_path):
+                        with open(status_path) as f:
+                            r["quick_look"] = json.load(f)
+                r["run"] = i
+                runs.append(r)
+                look = r.get("quick_look", {})
+                log("%-6s %-6s run %d: %7.1f MB/s %8.0f frames/s%s" % (
+                    kind, case, i, r["MBps"], r["fps"],
+                    " (quick look read %s frames, skipped %s)" % (
+                        look.get("frames_read"), look.get("frames_skipped"))
+                    if look else ""))
+        mine = [r for r in runs if r["case"] == case]
+        off = median([r["MBps"] for r in mine if r["receiver"] == "ql-off"])
+        on = median([r["MBps"] for r in mine if r["receiver"] == "ql-on"])
+        summary[case] = {
+            "frames_per_run": count,
+            "off_MBps": off, "on_MBps": on,
+            "ratio_MBps": on / off if off else None,
+            "off_cpu_s_per_GB": median([r["cpu_s_per_GB"] for r in mine
+                                        if r["receiver"] == "ql-off"]),
+            "on_cpu_s_per_GB": median([r["cpu_s_per_GB"] for r in mine
+                                       if r["receiver"] == "ql-on"]),
+            "frames_read": median([r.get("quick_look", {}).get("frames_read")
+                                   for r in mine
+                                   if r["receiver"] == "ql-on"]),
+        }
+        log("quick look %s: on/off = %.3f" % (
+            case, summary[case]["ratio_MBps"] or float("nan")))
+    return {"runs": runs, "summary": summary,
+            "channels": throughput.QUICK_LOOK[0],
+            "target_rate": float(throughput.QUICK_LOOK[1])}
 
 
 def run_real_peer(args, tmp):
@@ -352,8 +418,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="fewer and shorter runs, no stage timers or "
-                        "profile unless --only names them (about 3 "
-                        "minutes; the full run takes about 9)")
+                        "profile unless --only names them (about 4 "
+                        "minutes; the full run takes about 11)")
     parser.add_argument("--runs", type=int, default=None,
                         help="throughput runs per receiver and case "
                         "(default 5, quick 3)")
@@ -409,6 +475,8 @@ def main():
             results["stages"] = run_stages(args, tmp)
         if "profile" in parts:
             results["profile"] = run_profile(args, tmp)
+        if "quicklook" in parts:
+            results["quick_look"] = run_quick_look(args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     results["meta"]["seconds"] = time.monotonic() - started

@@ -21,6 +21,10 @@ PY = sys.executable
 TWISTD = os.path.join(os.path.dirname(PY), "twistd")
 SENDER = os.path.join(BENCH_DIR, "sender.py")
 CPP = os.path.join(BENCH_DIR, "cpp_receiver.py")
+QL = os.path.join(BENCH_DIR, "ql_receiver.py")
+
+#: The channels and rate of the quick look in the "ql-on" receiver.
+QUICK_LOOK = ("r0001,r0007", "10")
 
 
 class BenchError(RuntimeError):
@@ -94,6 +98,17 @@ def free_port():
 
 
 def receiver_command(kind, port, data_dir, fsync=False):
+    """
+    The command of a receiver: C{'tsagg'} (twistd tsagg), C{'cpp'}
+    (G3Reader -> G3Writer), or the agent's recording service without
+    (C{'ql-off'}) or with (C{'ql-on'}) a quick look.
+    """
+    if kind in ("ql-off", "ql-on"):
+        cmd = [PY, QL, "127.0.0.1:%d" % port, data_dir]
+        if kind == "ql-on":
+            cmd += ["--channels", QUICK_LOOK[0],
+                    "--target-rate", QUICK_LOOK[1]]
+        return cmd
     if kind == "tsagg":
         cmd = [TWISTD, "-n", "--pidfile=", "--logfile",
                os.path.join(os.path.dirname(data_dir), "twistd.log"),

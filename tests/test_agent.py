@@ -11,16 +11,24 @@ import os
 from importlib.metadata import entry_points
 
 from ocs import site_config
-from twisted.internet import defer, reactor
+from ocs.ocs_feed import Feed
+from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from tsagg import agent, plugin
 from tsagg.agent import TimestreamAggregator, make_parser, str_to_bool
 from tsagg.clock import MonotonicClock
-from tsagg.service import RecordingService, tcp_endpoint_description
+from tsagg.monitor import RECORD_FIELDS
+from tsagg.quicklook import QuickLook
+from tsagg.service import (RecordingService, in_thread_pool,
+                           tcp_endpoint_description)
+from tsagg.writer import RotatingWriter
 
 from tests import frames as F
+from tests.test_outage import FakeDisk
+from tests.test_quicklook import Published, map_frames
 from tests.test_service import PeerFactory, fast_retry, wait_until
 from tests.util import files_and_frames
 
@@ -89,6 +97,19 @@ class ParserTests(unittest.TestCase):
         self.assertEqual(args.gap_timeout, 10)
         self.assertEqual(args.idle_timeout, 30)
         self.assertIs(args.no_fsync, False)
+
+    def test_defaults_of_the_feeds_and_the_quick_look(self):
+        args = self.parse()
+        self.assertEqual(args.monitored_channels, [])
+        self.assertEqual(args.target_rate, 10.0)
+        self.assertEqual(args.feed_interval, 5.0)
+        self.assertEqual(args.degraded_after, 15.0)
+
+    def test_monitored_channels(self):
+        args = self.parse("--monitored-channels", "12", "r0345", "sq1_3")
+        self.assertEqual(args.monitored_channels, ["r0012", "r0345", "sq1_3"])
+        self.assertRaises(SystemExit, self.parse, "--monitored-channels",
+                          "-1")
 
     def test_auto_start_false_is_false(self):
         for text in ("False", "false", "0"):
@@ -187,6 +208,35 @@ class ServiceMakerTests(unittest.TestCase):
         self.assertEqual(first.writer.wall_time, reactor.seconds)
 
 
+class FakeAgent:
+    """
+    The parts of C{ocs.ocs_agent.OCSAgent} the aggregator uses: its feeds,
+    and what is published to them, checked as OCS checks a recorded feed's
+    messages.
+    """
+
+    def __init__(self):
+        self.feeds = {}
+        self.published = {}
+
+    def register_feed(self, name, record=False, agg_params={},
+                      buffer_time=0):
+        self.feeds[name] = {"record": record, "agg_params": agg_params,
+                            "buffer_time": buffer_time}
+        self.published[name] = []
+
+    def publish_to_feed(self, name, message):
+        assert name in self.feeds, name
+        for field, value in message["data"].items():
+            Feed.verify_data_field_string(field)
+            Feed.verify_message_data_type(value)
+        self.published[name].append(message)
+
+    def blocks(self, feed, block_name):
+        return [m for m in self.published[feed]
+                if m["block_name"] == block_name]
+
+
 class FakeSession:
     """
     The parts of C{ocs.ocs_agent.OpSession} an operation uses; status moves
@@ -198,6 +248,7 @@ class FakeSession:
     def __init__(self, status="running"):
         self.status = status
         self.data = {}
+        self.degraded = False
 
     def set_status(self, status):
         assert self.ORDER.index(status) >= self.ORDER.index(self.status)
@@ -220,21 +271,25 @@ class ProcessTestCase(unittest.TestCase):
         return port.getHost().port
 
     def make_aggregator(self, port, retry_policy=fast_retry, endpoint=None,
-                        create_data_dir=True, **kw):
+                        create_data_dir=True, writer=None, watch_frames=None,
+                        **kw):
         self.dir = self.mktemp()
         self.services = []
+        self.agent = FakeAgent()
 
         def make_service():
             service = RecordingService(
                 reactor, tcp_endpoint_description("127.0.0.1", port),
                 self.dir, fsync=False, retry_policy=retry_policy,
-                create_data_dir=create_data_dir)
+                create_data_dir=create_data_dir,
+                writer=None if writer is None else writer(),
+                watch_frames=watch_frames)
             if endpoint is not None:
                 service.endpoint = endpoint
             self.services.append(service)
             return service
         aggregator = TimestreamAggregator(
-            None, make_service, address="127.0.0.1:%d" % (port,),
+            self.agent, make_service, address="127.0.0.1:%d" % (port,),
             data_dir=self.dir, status_interval=0.05, **kw)
         self.addCleanup(aggregator.shutdown)
         return aggregator
@@ -506,6 +561,264 @@ class RestartTests(ProcessTestCase):
              for n in range(3)])
         self.assertEqual([raws[-1] for _, raws in files], sent)
         self.assertEqual(len(self.services), 3)
+
+
+class FeedTests(ProcessTestCase):
+    """
+    The status feed, for Grafana: a record every interval, of numbers and
+    booleans only.
+    """
+
+    def test_feeds_are_registered_and_recorded(self):
+        self.make_aggregator(1)
+        feeds = self.agent.feeds
+        self.assertEqual(feeds["recorder"]["record"], True)
+        self.assertEqual(feeds["recorder"]["agg_params"],
+                         {"frame_length": 60})
+        self.assertEqual(feeds["detectors"]["record"], True)
+        self.assertEqual(feeds["detectors"]["agg_params"],
+                         {"exclude_aggregator": True})
+
+    @defer.inlineCallbacks
+    def test_a_record_every_interval(self):
+        port = yield self.listen()
+        aggregator = self.make_aggregator(port, feed_interval=0.2)
+        session, running = self.start(aggregator)
+        peer = yield self.peer.next_connection()
+        peer.transport.write(F.raw(F.observation()) + F.raw(F.scan(2))
+                             + F.raw(F.scan(3)))
+        yield wait_until(lambda: len(self.agent.blocks(
+            "recorder", "recorder")) >= 3)
+        yield self.timed_stop(aggregator, session, running)
+        records = self.agent.blocks("recorder", "recorder")
+        stamps = [r["timestamp"] for r in records]
+        self.assertEqual(stamps, sorted(stamps))
+        for gap in [b - a for a, b in zip(stamps, stamps[1:])]:
+            self.assertLess(abs(gap - 0.2), 0.1)
+        for record in records:
+            self.assertEqual(tuple(record["data"]), RECORD_FIELDS)
+        first = records[0]["data"]
+        self.assertIs(first["connected"], True)
+        self.assertIs(first["degraded"], False)
+        self.assertIs(first["file_open"], True)
+        self.assertEqual(first["files_written"], 1)
+        self.assertGreater(first["frames_written_per_s"], 0)
+        self.assertGreater(first["written_mb_per_s"], 0)
+        self.assertLess(first["seconds_since_last_frame"], 1.0)
+        self.assertGreater(records[-1]["data"]["current_file_age"],
+                           first["current_file_age"])
+        # Nothing came after the first record: no rate.
+        self.assertEqual(records[-1]["data"]["frames_received_per_s"], 0)
+        [disk] = self.agent.blocks("recorder", "disk")[:1]
+        self.assertGreater(disk["data"]["free_bytes"], 0)
+        self.assertGreater(disk["data"]["free_floor_bytes"], 0)
+
+
+    @defer.inlineCallbacks
+    def test_a_failing_publish_does_not_stop_the_records(self):
+        port = yield self.listen()
+        aggregator = self.make_aggregator(port, feed_interval=0.1)
+        calls = []
+
+        def failing(name, message):
+            calls.append(name)
+            if len(calls) <= 2:
+                raise RuntimeError("crossbar is away")
+            FakeAgent.publish_to_feed(self.agent, name, message)
+        self.agent.publish_to_feed = failing
+        session, running = self.start(aggregator)
+        yield wait_until(lambda: len(self.agent.blocks(
+            "recorder", "recorder")) >= 2)
+        yield self.timed_stop(aggregator, session, running)
+        self.assertGreater(len(calls), 2)
+
+
+class DegradedTests(ProcessTestCase):
+    """
+    C{session.degraded} goes up while the recording does not do its job,
+    with the reasons in C{session.data}, and down when it does again.
+    """
+
+    def capture(self):
+        lines = []
+
+        def observe(event):
+            if event.get("log_namespace", "").startswith("tsagg.agent"):
+                lines.append(formatEvent(event))
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return lines
+
+    @defer.inlineCallbacks
+    def test_sender_going_away_then_back(self):
+        lines = self.capture()
+        port = yield self.listen()
+        aggregator = self.make_aggregator(port, degraded_after=0.5)
+        session, running = self.start(aggregator)
+        peer = yield self.peer.next_connection()
+        yield wait_until(lambda: session.data.get("connected"))
+        self.assertFalse(session.degraded)
+        self.assertEqual(session.data["degraded_reasons"], [])
+
+        yield self.port.stopListening()
+        peer.transport.loseConnection()
+        yield wait_until(lambda: session.data.get("connected") is False)
+        gone = reactor.seconds()
+        yield wait_until(lambda: session.degraded, timeout=3)
+        self.assertGreaterEqual(reactor.seconds() - gone, 0.4)
+        self.assertLess(reactor.seconds() - gone, 1.5)
+        [reason] = session.data["degraded_reasons"]
+        self.assertRegex(reason, r"^not connected to 127\.0\.0\.1:%d for "
+                         r"\d s: connection refused$" % (port,))
+
+        again = yield TCP4ServerEndpoint(
+            reactor, port, interface="127.0.0.1").listen(self.peer)
+        self.addCleanup(again.stopListening)
+        yield self.peer.next_connection()
+        yield wait_until(lambda: not session.degraded, timeout=3)
+        self.assertEqual(session.data["degraded_reasons"], [])
+        yield self.timed_stop(aggregator, session, running)
+        self.assertEqual(len([t for t in lines
+                              if t.startswith("Degraded: not connected")]),
+                         1, lines)
+        self.assertEqual(lines.count("No longer degraded: recording as it "
+                                     "should"), 1, lines)
+
+    @defer.inlineCallbacks
+    def test_disk_below_its_floor_then_space_again(self):
+        disk = FakeDisk()
+
+        def writer():
+            return RotatingWriter(
+                self.dir, reactor, fsync=False, statvfs=disk,
+                retry_interval=0.05, max_retry_interval=0.05,
+                run_blocking=in_thread_pool(reactor),
+                wall_time=reactor.seconds)
+        port = yield self.listen()
+        aggregator = self.make_aggregator(port, writer=writer,
+                                          degraded_after=30)
+        session, running = self.start(aggregator)
+        peer = yield self.peer.next_connection()
+        peer.transport.write(F.raw(F.observation()) + F.raw(F.scan(2)))
+        yield wait_until(lambda: session.data.get("frames_written") == 2)
+        self.assertFalse(session.degraded)
+
+        disk.free = 1 << 20
+        # The writer looks at the free space once a second.
+        yield task.deferLater(reactor, 1.1, lambda: None)
+        peer.transport.write(F.raw(F.scan(3)))
+        yield wait_until(lambda: session.degraded)
+        yield wait_until(lambda: len(session.data["degraded_reasons"]) == 3)
+        reasons = session.data["degraded_reasons"]
+        self.assertTrue(any(r.startswith("writing has failed for ")
+                            for r in reasons), reasons)
+        self.assertIn("1 frames held, waiting for the disk", reasons)
+        self.assertTrue(any("below the floor of" in r for r in reasons),
+                        reasons)
+
+        disk.free = 50 << 30
+        yield wait_until(lambda: not session.degraded)
+        self.assertEqual(session.data["frames_written"], 3)
+        yield self.timed_stop(aggregator, session, running)
+
+    @defer.inlineCallbacks
+    def test_not_degraded_once_stopped(self):
+        port = yield self.listen()
+        yield self.port.stopListening()
+        aggregator = self.make_aggregator(port, degraded_after=0.1)
+        session, running = self.start(aggregator)
+        yield wait_until(lambda: session.degraded)
+        yield self.timed_stop(aggregator, session, running)
+        self.assertFalse(session.degraded)
+        self.assertEqual(session.data["degraded_reasons"], [])
+
+
+class QuickLookTests(ProcessTestCase):
+    """
+    The quick look publishes to the C{detectors} feed, and the Tasks change
+    it while recording.
+    """
+
+    def make_quick_look(self, **kw):
+        kw.setdefault("channels", ["r0001"])
+        kw.setdefault("target_rate", 10.0)
+        self.published = Published()
+        look = QuickLook(
+            lambda block: (self.agent.publish_to_feed("detectors", block),
+                           self.published(block)), reactor, **kw)
+        return look
+
+    @defer.inlineCallbacks
+    def test_samples_on_the_detectors_feed(self):
+        look = self.make_quick_look()
+        port = yield self.listen()
+        aggregator = self.make_aggregator(port, quick_look=look,
+                                          watch_frames=look)
+        session, running = self.start(aggregator)
+        peer = yield self.peer.next_connection()
+        raws, data, times = map_frames(2)
+        peer.transport.write(b"".join(raws))
+        yield wait_until(lambda: look.status["frames_read"] == 2)
+        yield wait_until(lambda: session.data.get("quick_look", {}).get(
+            "samples_published") == 20)
+        yield self.timed_stop(aggregator, session, running)
+        got_times, got = self.published.channel("r0001")
+        self.assertEqual(got, data[1, ::20].tolist())
+        self.assertEqual(len(self.agent.published["detectors"]), 2)
+        self.assertEqual(session.data["quick_look"]["channels"], ["r0001"])
+
+    @defer.inlineCallbacks
+    def test_tasks_change_the_quick_look_while_recording(self):
+        look = self.make_quick_look()
+        port = yield self.listen()
+        aggregator = self.make_aggregator(port, quick_look=look,
+                                          watch_frames=look)
+        session, running = self.start(aggregator)
+        peer = yield self.peer.next_connection()
+        raws, data, _ = map_frames(2)
+        peer.transport.write(raws[0])
+        yield wait_until(lambda: look.status["frames_read"] == 1)
+
+        task_session = FakeSession()
+        ok, message = aggregator.set_monitored_channels(
+            task_session, {"channels": [2, "r0003"]})
+        self.assertTrue(ok, message)
+        self.assertEqual(task_session.data["channels"], ["r0002", "r0003"])
+        ok, message = aggregator.set_target_rate(
+            task_session, {"target_rate": 20.0})
+        self.assertTrue(ok, message)
+        self.assertEqual(task_session.data["target_rate"], 20.0)
+
+        peer.transport.write(raws[1])
+        yield wait_until(lambda: look.status["frames_read"] == 2)
+        yield self.timed_stop(aggregator, session, running)
+        self.assertEqual(self.published.channel("r0001")[1],
+                         data[1, 0:200:20].tolist())
+        self.assertEqual(self.published.channel("r0002")[1],
+                         data[2, 200:400:10].tolist())
+        self.assertEqual(self.published.channel("r0003")[1],
+                         data[3, 200:400:10].tolist())
+
+    def test_tasks_refuse_what_is_no_channel_or_rate(self):
+        look = self.make_quick_look()
+        aggregator = self.make_aggregator(1, quick_look=look)
+        ok, _ = aggregator.set_monitored_channels(FakeSession(),
+                                                  {"channels": ["-3"]})
+        self.assertFalse(ok)
+        self.assertEqual(look.channels, ["r0001"])
+        ok, _ = aggregator.set_target_rate(FakeSession(),
+                                           {"target_rate": -1.0})
+        self.assertFalse(ok)
+        self.assertEqual(look.target_rate, 10.0)
+
+    def test_no_channels_turns_it_off(self):
+        look = self.make_quick_look()
+        aggregator = self.make_aggregator(1, quick_look=look)
+        ok, message = aggregator.set_monitored_channels(FakeSession(),
+                                                        {"channels": []})
+        self.assertTrue(ok)
+        self.assertEqual(message, "Quick look off.")
+        self.assertEqual(look.channels, [])
 
 
 class DockerfileTests(unittest.TestCase):

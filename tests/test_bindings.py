@@ -22,7 +22,8 @@ except ImportError:  # pragma: no cover
     HAVE_SO3G = False
 
 SUITES = ["tests.test_wire", "tests.test_scan", "tests.test_sostream",
-          "tests.test_protocol", "tests.test_writer", "tests.test_integration"]
+          "tests.test_protocol", "tests.test_writer", "tests.test_integration",
+          "tests.test_quicklook"]
 
 _CHILD = (
     "import so3g, sys\n"

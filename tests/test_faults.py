@@ -259,7 +259,7 @@ class CorruptStreamTests(unittest.TestCase):
         self.assertEqual(status["bad_frames"], 1)
         self.assertIn(error, status["last_stream_error"])
         self.assertGreaterEqual(self.peer.lost, 1)
-        self.assertEqual(len(self.log.matching("Bad stream")), 1)
+        self.assertEqual(len(self.log.matching(": bad stream, ")), 1)
         yield self.finish(name, peak)
 
     @defer.inlineCallbacks
@@ -272,7 +272,7 @@ class CorruptStreamTests(unittest.TestCase):
         status = self.service.status
         self.assertEqual(status["idle_timeouts"], 1)
         self.assertEqual(status["bad_frames"], 0)
-        self.assertTrue(self.log.matching("No data from"))
+        self.assertTrue(self.log.matching(": no data for 0.5 s"))
         self.assertTrue(self.log.matching("incomplete frame discarded"))
         yield self.finish("half a frame, then silence (idle timeout)", peak)
 

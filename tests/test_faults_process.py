@@ -70,7 +70,7 @@ class BackpressureTests(ProcessFaultTestCase):
         box.seal()
         tsagg = self.spawn_tsagg(port, box.data,
                                  TSAGG_TEST_WRITE_RATE=25 * 2 ** 20)
-        self.wait_for(lambda: "Recording" in log_of(tsagg), 30,
+        self.wait_for(lambda: "Connecting to" in log_of(tsagg), 30,
                       "tsagg to start")
         time.sleep(0.5)
         base = faultlog.vm_hwm(tsagg.pid)

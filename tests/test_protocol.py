@@ -218,3 +218,74 @@ class IdleTimeoutTests(ProtocolTestCase):
     def test_no_timeout_after_loss(self):
         self.lose()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class FakeConnectionLog:
+    """
+    A L{tsagg.connlog.ConnectionLog} that remembers what it was told.
+    """
+
+    def __init__(self):
+        self.calls = []
+
+    def connected(self, peer):
+        self.calls.append(("connected", peer))
+
+    def receiving(self):
+        self.calls.append(("receiving",))
+
+    def lost(self, why, partial=0, level="warn"):
+        self.calls.append(("lost", why, partial, level))
+
+
+class ConnectionLogTests(ProtocolTestCase):
+    """
+    The protocol tells the connection log what happens, and why a
+    connection ended.
+    """
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.sink = RecordingSink()
+        self.connection_log = FakeConnectionLog()
+        self.factory = G3StreamFactory(self.sink, self.clock, idle_timeout=30,
+                                       max_frame_size=1 << 20,
+                                       connection_log=self.connection_log)
+        self.connect()
+
+    def test_the_factory_is_not_noisy(self):
+        self.assertFalse(self.factory.noisy)
+
+    def test_connected_then_receiving_once(self):
+        self.proto.dataReceived(F.raw(F.scan(1)))
+        self.proto.dataReceived(F.raw(F.scan(2)))
+        self.assertEqual(self.connection_log.calls,
+                         [("connected", "127.0.0.1:50000"), ("receiving",)])
+
+    def test_closed_by_the_sender(self):
+        self.lose()
+        self.assertEqual(self.connection_log.calls[-1],
+                         ("lost", "the sender closed the connection", 0,
+                          "warn"))
+
+    def test_idle_timeout(self):
+        self.clock.advance(30)
+        self.lose()
+        self.assertEqual(self.connection_log.calls[-1],
+                         ("lost", "no data for 30 s", 0, "warn"))
+
+    def test_bad_stream_is_an_error(self):
+        raw = bytearray(F.raw(F.scan(5)))
+        raw[-1] ^= 0xFF
+        self.proto.dataReceived(bytes(raw))
+        self.lose()
+        _, why, _, level = self.connection_log.calls[-1]
+        self.assertTrue(why.startswith("bad stream, frame rejected by "
+                                       "spt3g: "), why)
+        self.assertEqual(level, "error")
+
+    def test_partial_frame_is_counted(self):
+        raw = F.raw(F.scan(1))
+        self.proto.dataReceived(raw[:100])
+        self.lose()
+        self.assertEqual(self.connection_log.calls[-1][2], 100)

@@ -6,7 +6,7 @@ from twisted.internet import task
 from twisted.trial import unittest
 
 from tsagg import sostream
-from tsagg.frames import frame_type_code
+from tsagg.frames import BINDING, core, frame_type_code
 from tsagg.simulator import Options, SessionPlan, Simulator
 
 
@@ -54,10 +54,32 @@ class SimulatorTests(unittest.TestCase):
                and sostream.flow_control(f) is None}
         self.assertEqual(len(ids), 3)
 
+    def test_samples_follow_on_the_grid_of_the_sample_rate(self):
+        plan = SessionPlan(channels=2, sample_rate=200, frame_rate=10,
+                           duration=0.5, lead_in=0)
+        _, sent = self.run_plan(plan)
+        maps = [f["data"] for f in sent if frame_type_code(f) == "S"]
+        tick = int(core.G3Units.s / 200)
+        for before, after in zip(maps, maps[1:]):
+            self.assertEqual(before.n_samples, 20)
+            self.assertEqual(before.stop.time - before.start.time, 19 * tick)
+            self.assertEqual(after.start.time - before.stop.time, tick)
+
+    def test_super_timestream_needs_so3g(self):
+        if BINDING == "so3g":
+            raise unittest.SkipTest("so3g's binding is loaded")
+        plan = SessionPlan(super_timestream=True)
+        self.assertRaises(RuntimeError, Simulator, [].append, task.Clock(),
+                          plan)
+
     def test_options(self):
         options = Options()
         options.parseOptions(["--channels", "1000", "--sessions", "2"])
         plan = options.plan()
         self.assertEqual((plan.channels, plan.sessions), (1000, 2))
+        self.assertFalse(plan.super_timestream)
         self.assertRaises(Exception, Options().parseOptions,
                           ["--channels", "0"])
+        options = Options()
+        options.parseOptions(["--super-timestream"])
+        self.assertTrue(options.plan().super_timestream)

@@ -1,6 +1,8 @@
 """
 The TimestreamAggregator OCS Agent: the recording service of L{tsagg.service},
-run as the process C{stream} inside OCS's own reactor.
+run as the process C{stream} inside OCS's own reactor, with a status feed for
+Grafana, a quick look at a few detector channels, and OCS's C{degraded} flag
+while the recording does not do its job.
 """
 
 import argparse
@@ -9,11 +11,14 @@ import os
 import txaio
 from ocs import ocs_agent, site_config
 from twisted.internet import defer, task
+from twisted.logger import Logger
 
 from tsagg import options, wire
 from tsagg.diskspace import DEFAULT_MIN_FREE
 from tsagg.clock import MonotonicClock
 from tsagg.memory import keep_freed_memory
+from tsagg.monitor import Health, StatusRecords
+from tsagg.quicklook import QuickLook, channel_name
 from tsagg.service import (DataDirError, RecordingService,
                            tcp_endpoint_description)
 
@@ -67,6 +72,17 @@ _positive_int = _argparse_type(options.positive(int))
 _port = _argparse_type(options.port)
 _stream_id = _argparse_type(options.stream_id)
 _min_free = _argparse_type(options.min_free)
+_channel = _argparse_type(channel_name)
+
+#: The status feed: one record every --feed-interval seconds.
+STATUS_FEED = "recorder"
+#: The quick-look feed: a block per monitored channel.
+DETECTOR_FEED = "detectors"
+#: The HK aggregator writes the status feed in frames of this many seconds.
+STATUS_AGG_PARAMS = {"frame_length": 60}
+#: The detector samples are in the timestream files already: Grafana
+#: (InfluxDB) only.
+DETECTOR_AGG_PARAMS = {"exclude_aggregator": True}
 
 
 class TimestreamAggregator:
@@ -79,26 +95,43 @@ class TimestreamAggregator:
     L{RecordingService}, so no worker thread is involved and a stop takes
     effect at once.
 
+    While it runs, the agent publishes a record of the recording to the
+    C{recorder} feed every C{feed_interval} seconds, the quick look's
+    samples to the C{detectors} feed, and sets C{session.degraded} while
+    the recording does not do its job (L{Health}).
+
     @ivar agent: The C{ocs.ocs_agent.OCSAgent}.
     @ivar service: The L{RecordingService} of the running session, or
         L{None} when idle.
     @ivar address: Where the sender is, as C{host:port}.
     @ivar data_dir: The directory the files are written under.
+    @ivar quick_look: The L{QuickLook} that watches the recordings' frames,
+        or L{None}.
     """
 
+    log = Logger()
+
     def __init__(self, agent, make_service, address, data_dir, clock=None,
-                 status_interval=1.0, wall_time=None):
+                 status_interval=1.0, wall_time=None, quick_look=None,
+                 feed_interval=5.0, degraded_after=15.0):
         """
-        @param agent: The C{OCSAgent} the process is registered with.
+        @param agent: The C{OCSAgent} the process is registered with; the
+            feeds are registered with it here.
         @param make_service: Called with no argument at each start of the
             process; returns a new L{RecordingService}.
         @param address: C{host:port} of the sender, for C{session.data}.
         @param data_dir: The data directory, for C{session.data}.
         @param clock: The C{IReactorTime} of the status updates; the global
             reactor by default.
-        @param status_interval: Seconds between updates of C{session.data}.
+        @param status_interval: Seconds between updates of C{session.data}
+            (and of C{session.degraded}).
         @param wall_time: Returns the unix time, the C{timestamp} of
-            C{session.data}; C{clock.seconds} by default.
+            C{session.data} and of the feeds; C{clock.seconds} by default.
+        @param quick_look: The L{QuickLook} that C{make_service}'s services
+            show their frames to, which the Tasks set up.
+        @param feed_interval: Seconds between records of the status feed.
+        @param degraded_after: Seconds without a connection after which the
+            recording counts as degraded (L{Health}).
         """
         if clock is None:
             from twisted.internet import reactor as clock
@@ -106,16 +139,30 @@ class TimestreamAggregator:
         self.address = address
         self.data_dir = data_dir
         self.service = None
+        self.quick_look = quick_look
         self._make_service = make_service
         self._clock = clock
         self._wall_time = clock.seconds if wall_time is None else wall_time
         self._status_interval = status_interval
+        self._feed_interval = feed_interval
+        self._health = Health(degraded_after)
+        self._records = StatusRecords()
+        self._publish_error = None
+        self._reasons = []
+        self._started_wall = None
+        # The file being written, and since when (on the clock).
+        self._file = None
+        self._file_since = None
         # Fired to end the running session.
         self._stop_requested = None
         # Deferreds to fire once the running session has ended.
         self._waiting = []
         # A stop that came before the session's start function ran.
         self._stopped_early = None
+        agent.register_feed(STATUS_FEED, record=True,
+                            agg_params=STATUS_AGG_PARAMS, buffer_time=0)
+        agent.register_feed(DETECTOR_FEED, record=True,
+                            agg_params=DETECTOR_AGG_PARAMS, buffer_time=0)
 
     def start_aggregation(self, session, params):
         """stream()
@@ -125,6 +172,13 @@ class TimestreamAggregator:
         by the SO stream rules, until stopped.  The connection is made again
         with exponential backoff whenever it fails or drops.  Stopping closes
         the current file at a frame boundary and ends the Process at once.
+
+        While it runs, a record of the recording goes to the ``recorder``
+        feed every ``--feed-interval`` seconds, the samples of the
+        ``--monitored-channels`` to the ``detectors`` feed, and
+        ``session.degraded`` is set while the recording does not do its job:
+        not connected for ``--degraded-after`` seconds, writing failing,
+        frames held or lost, free space below ``--min-free``.
 
         Notes:
             The session data is the live status of the recording, updated
@@ -144,6 +198,7 @@ class TimestreamAggregator:
                  'bad_frames': 0,
                  'idle_timeouts': 0,
                  'last_stream_error': None,
+                 'connection_trouble': None,
                  'current_file': '/data/17649/crate1slot2/1764912345_000.g3',
                  'last_file': None,
                  'stream_id': 'crate1slot2',
@@ -160,14 +215,30 @@ class TimestreamAggregator:
                  'outage_seconds': None,
                  'frames_lost': 0,
                  'write_errors': 0,
+                 'files_vanished': 0,
+                 'slow_writes': 0,
+                 'slowest_write': 0.004,
                  'last_frame_time': 1764912460.2,
                  'last_error': None,
                  'free_bytes': 1834593214464,
-                 'free_floor_bytes': 19923665715}
+                 'free_floor_bytes': 19923665715,
+                 'degraded_reasons': [],
+                 'quick_look': {'binding': 'spt3g',
+                                'channels': ['r0012', 'r0345'],
+                                'target_rate': 10.0,
+                                'decimation': 20,
+                                'frames_read': 116,
+                                'frames_skipped': 0,
+                                'unreadable_frames': 0,
+                                'samples_published': 2320,
+                                'missing_channels': [],
+                                'last_error': None}}
 
             ``connected`` tells whether the sender is connected now and
             ``peer`` which address it has (or last had); ``reconnects``
-            counts connections after the first.  ``current_file`` is the
+            counts connections after the first; ``connection_trouble``
+            says what keeps the recording from its sender (``'connection
+            refused'``, ``'no data for 30 s'``).  ``current_file`` is the
             file being written (``None`` between acquisitions) and
             ``last_file`` the one closed last.  ``frames_dropped_upstream``
             counts frames missing from jumps of ``frame_num``;
@@ -178,9 +249,12 @@ class TimestreamAggregator:
             while it works), with ``frames_held`` and ``bytes_held`` waiting
             for the disk; ``free_bytes`` is the free space of the data file
             system and ``free_floor_bytes`` the floor kept free on it
-            (``--min-free``). A data directory that is missing or cannot be
-            written ends the Process at once with ``ok=False`` and the
-            reason.
+            (``--min-free``). ``degraded_reasons`` says why
+            ``session.degraded`` is set (empty when it is not), and
+            ``quick_look`` what the quick look does (see the
+            ``set_monitored_channels`` Task). A data directory that is
+            missing or cannot be written ends the Process at once with
+            ``ok=False`` and the reason.
         """
         return self._run(session)
 
@@ -197,18 +271,33 @@ class TimestreamAggregator:
             return False, "Cannot record: %s." % (e,)
         self._stop_requested = defer.Deferred()
         self.service = service
+        now = self._clock.seconds()
+        self._started_wall = self._wall_time()
+        self._health.start(now)
+        self._records.start(now, service.status)
+        self._reasons = []
+        self._file = self._file_since = None
         updates = task.LoopingCall(self._update_data, session, service)
         updates.clock = self._clock
+        records = task.LoopingCall(self._publish_status, service)
+        records.clock = self._clock
         try:
             service.startService()
             updates.start(self._status_interval, now=True)
+            records.start(self._feed_interval, now=False)
             yield self._stop_requested
         finally:
             try:
                 yield service.stopService()
             finally:
-                if updates.running:
-                    updates.stop()
+                for loop in (updates, records):
+                    if loop.running:
+                        loop.stop()
+                if self.quick_look is not None:
+                    self.quick_look.stop()
+                # Not running is no degraded recording.
+                self._reasons = []
+                session.degraded = False
                 self._update_data(session, service)
                 self.service = None
                 self._stop_requested = None
@@ -249,6 +338,66 @@ class TimestreamAggregator:
             self._stop_requested.callback(None)
         return defer.succeed((True, "Stopping the recording."))
 
+    @ocs_agent.param("channels", type=list)
+    def set_monitored_channels(self, session, params):
+        """set_monitored_channels(channels)
+
+        **Task** - Choose the channels of the quick look: their samples,
+        decimated to the target rate, go to the ``detectors`` feed, one
+        block per channel, from the next Scan frame on (also while
+        recording).  An empty list turns the quick look off.
+
+        Parameters:
+            channels (list): Channel names as in the frames (``'r0012'``),
+                or readout channel numbers (``12`` is ``'r0012'``).
+
+        Notes:
+            The session data is the quick look's settings, for example::
+
+                >>> response.session['data']
+                {'timestamp': 1764912461.0,
+                 'channels': ['r0012', 'r0345'],
+                 'target_rate': 10.0}
+        """
+        look = self.quick_look
+        if look is None:
+            return False, "This agent has no quick look."
+        try:
+            look.set_channels(params["channels"])
+        except ValueError as e:
+            return False, "Channels not changed: %s." % (e,)
+        self._quick_look_data(session)
+        if not look.channels:
+            return True, "Quick look off."
+        return True, "Quick look at %s." % (", ".join(look.channels),)
+
+    @ocs_agent.param("target_rate", type=float)
+    def set_target_rate(self, session, params):
+        """set_target_rate(target_rate)
+
+        **Task** - Set the rate the quick look decimates to, in samples per
+        second per channel, from the next Scan frame on (also while
+        recording).  Samples are kept every ``round(sample rate /
+        target_rate)`` samples.
+
+        Parameters:
+            target_rate (float): Samples per second wanted; positive.
+
+        Notes:
+            The session data is the quick look's settings, as for
+            ``set_monitored_channels``.
+        """
+        look = self.quick_look
+        if look is None:
+            return False, "This agent has no quick look."
+        try:
+            look.set_target_rate(params["target_rate"])
+        except ValueError as e:
+            return False, "Target rate not changed: %s." % (e,)
+        self._quick_look_data(session)
+        return True, "Quick look at %g samples per second." % (
+            look.target_rate,)
+
     def shutdown(self):
         """
         Close the current file before the reactor stops.
@@ -263,12 +412,59 @@ class TimestreamAggregator:
             self._stop_requested.callback(None)
         return ended
 
+    def _quick_look_data(self, session):
+        session.data = {"timestamp": self._wall_time(),
+                        "channels": list(self.quick_look.channels),
+                        "target_rate": self.quick_look.target_rate}
+
     def _update_data(self, session, service):
+        status = service.status
+        now = self._clock.seconds()
+        if status["current_file"] != self._file:
+            self._file = status["current_file"]
+            self._file_since = now
+        if service.running:
+            self._set_degraded(session, self._health.reasons(
+                now, status, self.address))
         data = {"timestamp": self._wall_time(),
                 "address": self.address,
                 "data_dir": self.data_dir}
-        data.update(service.status)
+        data.update(status)
+        data["degraded_reasons"] = list(self._reasons)
+        if self.quick_look is not None:
+            data["quick_look"] = self.quick_look.status
         session.data = data
+
+    def _set_degraded(self, session, reasons):
+        was = bool(self._reasons)
+        self._reasons = reasons
+        session.degraded = bool(reasons)
+        if reasons and not was:
+            self.log.warn("Degraded: {reasons}", reasons="; ".join(reasons))
+        elif was and not reasons:
+            self.log.info("No longer degraded: recording as it should")
+
+    def _publish_status(self, service):
+        now = self._clock.seconds()
+        age = None if self._file is None else now - self._file_since
+        wall = self._wall_time()
+        blocks = self._records.blocks(now, wall, service.status,
+                                      self._started_wall, age,
+                                      bool(self._reasons))
+        try:
+            for name, fields in blocks.items():
+                self.agent.publish_to_feed(STATUS_FEED, {
+                    "block_name": name, "timestamp": wall, "data": fields})
+        except Exception as e:
+            # The next record comes all the same: the feed is news, not a
+            # duty of the recording.
+            text = "%s: %s" % (type(e).__name__, e)
+            if text != self._publish_error:
+                self.log.warn("Could not publish to the {feed} feed: "
+                              "{error}", feed=STATUS_FEED, error=text)
+            self._publish_error = text
+        else:
+            self._publish_error = None
 
 
 def make_parser(parser=None):
@@ -339,16 +535,36 @@ def make_parser(parser=None):
         default=False, metavar="BOOL",
         help="Make the data directory if it does not exist; by default a "
              "missing one ends the stream Process with an error.")
+    group.add_argument(
+        "--monitored-channels", type=_channel, nargs="+", default=[],
+        metavar="CHANNEL",
+        help="Channels of the quick look, whose samples go to the "
+             "'detectors' feed: names as in the frames (r0012) or readout "
+             "channel numbers (12 is r0012). None by default (no quick "
+             "look); the set_monitored_channels Task changes them.")
+    group.add_argument(
+        "--target-rate", type=_positive_float, default=10.0,
+        help="Samples per second per channel of the quick look; the "
+             "set_target_rate Task changes it.")
+    group.add_argument(
+        "--feed-interval", type=_positive_float, default=5.0,
+        help="Seconds between records of the 'recorder' status feed.")
+    group.add_argument(
+        "--degraded-after", type=_positive_float, default=15.0,
+        help="Seconds without a connection to the sender after which the "
+             "stream Process counts as degraded (session.degraded).")
     return parser
 
 
-def service_maker(args, reactor, clock=None):
+def service_maker(args, reactor, clock=None, watch_frames=None):
     """
     A function that makes the L{RecordingService} the parsed C{args}
     describe, in C{reactor}.
 
     @param clock: The C{IReactorTime} of the services' timers; a
         L{MonotonicClock} of C{reactor} by default.
+    @param watch_frames: The services' C{watch_frames}, e.g. a
+        L{QuickLook}.
     """
     if clock is None:
         clock = MonotonicClock(reactor)
@@ -367,7 +583,7 @@ def service_maker(args, reactor, clock=None):
             create_data_dir=args.create_data_dir,
             suprsync_db=args.suprsync_db,
             suprsync_archive=args.suprsync_archive,
-            clock=clock)
+            clock=clock, watch_frames=watch_frames)
     return make_service
 
 
@@ -387,16 +603,25 @@ def main(args=None):
     agent, runner = ocs_agent.init_site_agent(args)
     # Timers on the monotonic clock, the status stamped with the wall time.
     clock = MonotonicClock(reactor)
+    quick_look = QuickLook(
+        lambda block: agent.publish_to_feed(DETECTOR_FEED, block), clock,
+        channels=args.monitored_channels, target_rate=args.target_rate)
     aggregator = TimestreamAggregator(
-        agent, service_maker(args, reactor, clock),
+        agent, service_maker(args, reactor, clock, watch_frames=quick_look),
         address="%s:%d" % (args.address, args.port),
-        data_dir=args.data_dir, clock=clock, wall_time=reactor.seconds)
+        data_dir=args.data_dir, clock=clock, wall_time=reactor.seconds,
+        quick_look=quick_look, feed_interval=args.feed_interval,
+        degraded_after=args.degraded_after)
     # One record per file closed for good (tsagg.handoff): an event feed,
     # not a time series, so it is not recorded.
     agent.register_feed("files", record=False)
     agent.register_process("stream", aggregator.start_aggregation,
                            aggregator.stop_aggregation, blocking=False,
                            startup=args.auto_start)
+    agent.register_task("set_monitored_channels",
+                        aggregator.set_monitored_channels, blocking=False)
+    agent.register_task("set_target_rate", aggregator.set_target_rate,
+                        blocking=False)
     # OCS stops the process on SIGINT and SIGTERM; this also covers a
     # reactor stopped any other way.
     reactor.addSystemEventTrigger("before", "shutdown", aggregator.shutdown)

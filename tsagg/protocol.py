@@ -6,11 +6,11 @@ an L{IFrameSink}.
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from tsagg import wire
+from tsagg.connlog import ConnectionLog, loss_text
 from tsagg.frames import CorruptFrame, receive_frame
 from tsagg.interfaces import IFrameSink
 
@@ -61,8 +61,10 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
     Receive one G3 stream and pass each frame to the factory's sink.
 
     A frame that breaks the stream (a limit exceeded, a malformed header, a
-    bad CRC) is logged and counted, and the connection is dropped: there is
-    no way to find the next frame after it.  Frames before it are kept.
+    bad CRC) is counted, and the connection is dropped: there is no way to
+    find the next frame after it.  Frames before it are kept.  What the
+    connection does (connected, dropped and why) goes to the factory's
+    L{ConnectionLog}.
 
     A peer that sends nothing for C{idle_timeout} seconds while tsagg wants
     data is dropped too.  The protocol is the producer the sink pauses: while
@@ -70,8 +72,6 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
     the sink spends in its own work on a read does not count either.  The
     timeout finds a silent peer; it never punishes tsagg's own pause.
     """
-
-    log = Logger()
 
     def connectionMade(self):
         factory = self.factory
@@ -89,7 +89,10 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
         peer = self.transport.getPeer()
         self._stats.peer = "%s:%s" % (getattr(peer, "host", peer),
                                       getattr(peer, "port", ""))
-        self.log.info("Connected to {peer}", peer=self._stats.peer)
+        # Why this side ends the connection, if it does: (text, level).
+        self._why = None
+        self._receiving = False
+        factory.connection_log.connected(self._stats.peer)
         self._paused = False
         self.setTimeout(factory.idle_timeout)
         self._sink.streamStarted(self)
@@ -110,6 +113,9 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
                 error = "frame rejected by spt3g: %s" % (e,)
                 break
         if frames:
+            if not self._receiving:
+                self._receiving = True
+                self.factory.connection_log.receiving()
             stats.frames_received += len(frames)
             self._sink.framesReceived(frames)
             # A write that took long was tsagg's time, not the peer's.
@@ -150,26 +156,21 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
         self._failed = True
         self._stats.bad_frames += 1
         self._stats.last_error = message
-        self.log.error("Bad stream from {peer}, dropping it: {error}",
-                       peer=self._stats.peer, error=message)
+        self._why = ("bad stream, %s" % (message,), "error")
         self.setTimeout(None)
         self.transport.abortConnection()
 
     def timeoutConnection(self):
         self._stats.idle_timeouts += 1
         self._stats.last_error = ("no data for %s s" % (self.timeOut,))
-        self.log.warn("No data from {peer} for {seconds} s, dropping it",
-                      peer=self._stats.peer, seconds=self.timeOut)
+        self._why = (self._stats.last_error, "warn")
         self.transport.abortConnection()
 
     def connectionLost(self, reason):
         self.setTimeout(None)
         self._stats.connected = False
-        partial = self._splitter.buffered
-        if partial:
-            self.log.warn("Connection lost mid-frame; {bytes} bytes of an "
-                          "incomplete frame discarded", bytes=partial)
-        self.log.info("Disconnected from {peer}", peer=self._stats.peer)
+        why, level = self._why or (loss_text(reason), "warn")
+        self.factory.connection_log.lost(why, self._splitter.buffered, level)
         self._sink.streamStopped(reason)
 
 
@@ -184,17 +185,27 @@ class G3StreamFactory(Factory):
     @ivar limits: Keyword arguments of L{wire.FrameSplitter}.
     @ivar stats: The L{StreamStats} of all connections.
     @ivar read_size: Bytes asked of the socket per read.
+    @ivar connection_log: The L{ConnectionLog} that tells the operator what
+        the connections do.
     """
 
     read_size = 1 << 20
 
     protocol = G3StreamProtocol
 
+    # No "Starting factory <...>" and "Stopping factory <...>" at every
+    # connection: the connection log says what happens, in words.
+    noisy = False
+
     def __init__(self, sink, clock, idle_timeout=30.0,
                  max_frame_size=wire.DEFAULT_MAX_FRAME_SIZE,
                  max_entries=wire.DEFAULT_MAX_ENTRIES,
-                 max_key_length=wire.DEFAULT_MAX_KEY_LENGTH):
+                 max_key_length=wire.DEFAULT_MAX_KEY_LENGTH,
+                 connection_log=None):
         self.sink = IFrameSink(sink)
+        if connection_log is None:
+            connection_log = ConnectionLog("the sender", clock)
+        self.connection_log = connection_log
         self.clock = clock
         self.idle_timeout = idle_timeout
         self.limits = dict(max_frame_size=max_frame_size,

@@ -4,20 +4,25 @@ files, as a Twisted service.  The twistd plugin and the OCS agent both run
 this.
 """
 
+import re
+
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.internet.endpoints import clientFromString
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from tsagg import wire
+from tsagg.connlog import ConnectionLog
 from tsagg.diskspace import DEFAULT_MIN_FREE
 from tsagg.handoff import DEFAULT_ARCHIVE, FileHandoff
+from tsagg.interfaces import IFrameSink
 from tsagg.protocol import G3StreamFactory
 from tsagg.writer import DataDirError, RotatingWriter
 
 __all__ = ["RecordingService", "tcp_endpoint_description", "in_thread_pool",
-           "DataDirError"]
+           "endpoint_address", "DataDirError"]
 
 
 def tcp_endpoint_description(address, port, timeout=10):
@@ -27,6 +32,119 @@ def tcp_endpoint_description(address, port, timeout=10):
     """
     host = address.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
     return "tcp:host=%s:port=%d:timeout=%d" % (host, int(port), timeout)
+
+
+# A colon or an equals sign that no backslash escapes.
+_UNESCAPED = re.compile(r"(?<!\\)[:=]")
+
+
+def _unescape(text):
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def endpoint_address(description):
+    """
+    Where a client endpoint string points, as an operator writes it:
+    C{'smurf-srv:50000'} for C{'tcp:host=smurf-srv:port=50000:timeout=10'}
+    (or C{'tcp:smurf-srv:50000'}); any other kind of endpoint as it is.
+    """
+    if not description.startswith(("tcp:", "tcp6:")):
+        return description
+    args = {}
+    positional = []
+    for part in re.split(r"(?<!\\):", description.split(":", 1)[1]):
+        key, eq, value = part.partition("=")
+        if eq and not _UNESCAPED.search(key):
+            args[key] = _unescape(value)
+        else:
+            positional.append(_unescape(part))
+    host = args.get("host", positional[0] if positional else None)
+    port = args.get("port", positional[1] if len(positional) > 1 else None)
+    if host is None or port is None:
+        return description
+    if ":" in host:
+        host = "[%s]" % (host,)
+    return "%s:%s" % (host, port)
+
+
+class _QuietClientService(ClientService):
+    """
+    A C{ClientService} that keeps its own log lines to itself: it would log
+    C{"Scheduling retry 1 to connect <TCP4ClientEndpoint object at 0x...>
+    in 2.39 seconds."} at every retry.  The L{ConnectionLog} says it in
+    words instead.
+    """
+
+    _log = Logger(observer=lambda event: None)
+
+
+class _ReportingEndpoint:
+    """
+    An endpoint that tells a L{ConnectionLog} why its attempts fail.
+    """
+
+    def __init__(self, endpoint, connection_log):
+        self._endpoint = endpoint
+        self._connection_log = connection_log
+
+    def connect(self, factory):
+        d = self._endpoint.connect(factory)
+
+        def failed(failure):
+            self._connection_log.connect_failed(failure)
+            return failure
+        return d.addErrback(failed)
+
+
+def _reporting_policy(policy, connection_log):
+    """
+    A retry policy that tells a L{ConnectionLog} when the next try is.
+    """
+    def delay(attempt):
+        seconds = policy(attempt)
+        connection_log.retrying(attempt, seconds)
+        return seconds
+    return delay
+
+
+@implementer(IFrameSink)
+class _WatchedSink:
+    """
+    An L{IFrameSink} that hands everything to a sink and then shows each
+    batch of frames to a watcher, which can never disturb the sink: what
+    the watcher raises is logged (once per kind) and forgotten.
+    """
+
+    log = Logger()
+
+    def __init__(self, sink, watch):
+        self._sink = sink
+        self._watch = watch
+        self._last_error = None
+
+    @property
+    def status(self):
+        return self._sink.status
+
+    def streamStarted(self, producer):
+        self._sink.streamStarted(producer)
+
+    def framesReceived(self, frames):
+        self._sink.framesReceived(frames)
+        try:
+            self._watch(frames)
+        except Exception as e:
+            text = "%s: %s" % (type(e).__name__, e)
+            if text != self._last_error:
+                self._last_error = text
+                self.log.failure("The frame watcher failed; recording goes "
+                                 "on")
+
+    def streamStopped(self, reason):
+        self._sink.streamStopped(reason)
+
+    def close(self):
+        return self._sink.close()
 
 
 def in_thread_pool(reactor):
@@ -60,6 +178,9 @@ class RecordingService(Service):
     @ivar writer: The L{RotatingWriter}.
     @ivar factory: The L{G3StreamFactory} of the connections.
     @ivar endpoint_description: Where the sender is, as an endpoint string.
+    @ivar address: Where the sender is, as the operator reads it
+        (C{host:port}).
+    @ivar connection_log: The L{ConnectionLog} of the connections.
     """
 
     log = Logger()
@@ -70,10 +191,17 @@ class RecordingService(Service):
                  fsync=True, retry_policy=None, writer=None,
                  min_free=DEFAULT_MIN_FREE, create_data_dir=False,
                  clock=None, suprsync_db=None,
-                 suprsync_archive=DEFAULT_ARCHIVE):
+                 suprsync_archive=DEFAULT_ARCHIVE, watch_frames=None):
+        """
+        @param watch_frames: Called with each batch of frames (a L{list} of
+            L{tsagg.frames.LazyFrame}s) after the writer took it, e.g. by a
+            L{tsagg.quicklook.QuickLook}; what it raises is logged and does
+            not disturb recording.
+        """
         self._reactor = reactor
         self.clock = reactor if clock is None else clock
         self.endpoint_description = endpoint_description
+        self.address = endpoint_address(endpoint_description)
         self.endpoint = clientFromString(reactor, endpoint_description)
         if writer is None:
             writer = RotatingWriter(
@@ -87,9 +215,13 @@ class RecordingService(Service):
                                    suprsync_db=suprsync_db,
                                    suprsync_archive=suprsync_archive)
         writer.add_closed_file_listener(self.handoff)
-        self.factory = G3StreamFactory(writer, self.clock,
+        self.connection_log = ConnectionLog(self.address, self.clock)
+        sink = writer if watch_frames is None else _WatchedSink(writer,
+                                                               watch_frames)
+        self.factory = G3StreamFactory(sink, self.clock,
                                        idle_timeout=idle_timeout,
-                                       max_frame_size=max_frame_size)
+                                       max_frame_size=max_frame_size,
+                                       connection_log=self.connection_log)
         if retry_policy is None:
             retry_policy = backoffPolicy(initialDelay=1.0, maxDelay=30.0)
         self._retry_policy = retry_policy
@@ -115,12 +247,13 @@ class RecordingService(Service):
         self.prepare()
         Service.startService(self)
         self.writer.start()
-        self.log.info("Recording {endpoint} into {data_dir}",
-                      endpoint=self.endpoint_description,
-                      data_dir=self.writer.data_dir)
-        self._client = ClientService(self.endpoint, self.factory,
-                                     retryPolicy=self._retry_policy,
-                                     clock=self.clock)
+        self.connection_log.starting(self.writer.data_dir)
+        self._client = _QuietClientService(
+            _ReportingEndpoint(self.endpoint, self.connection_log),
+            self.factory,
+            retryPolicy=_reporting_policy(self._retry_policy,
+                                          self.connection_log),
+            clock=self.clock)
         self._client.startService()
 
     def stopService(self):
@@ -130,6 +263,7 @@ class RecordingService(Service):
         @return: A L{Deferred} that fires when the file is closed.
         """
         Service.stopService(self)
+        self.connection_log.stopping()
         client, self._client = self._client, None
         d = client.stopService() if client is not None else defer.succeed(None)
         d.addBoth(self._stopped)
@@ -158,6 +292,7 @@ class RecordingService(Service):
              'connected': True, 'peer': '127.0.0.1:50000', 'connections': 1,
              'reconnects': 0, 'bytes_received': 1731234, 'bad_frames': 0,
              'idle_timeouts': 0, 'last_stream_error': None,
+             'connection_trouble': None,
              'current_file': '/data/17649/crate1slot2/1764912345_000.g3',
              'last_file': None, 'stream_id': 'crate1slot2',
              'session_id': 1764912345, 'files_written': 1,
@@ -169,6 +304,9 @@ class RecordingService(Service):
              'slowest_write': 0.004, 'last_frame_time': 1764912460.2,
              'last_error': None}
 
+        C{connection_trouble} says what keeps the recording from its
+        sender (C{'connection refused'}, C{'no data for 30 s'}), L{None}
+        when nothing does.
         C{files_vanished} counts open files found removed or replaced
         (the data directory deleted or moved aside); C{slow_writes} counts
         writes and syncs that took C{slow_write} seconds or more, and
@@ -177,6 +315,7 @@ class RecordingService(Service):
         status = {"running": bool(self.running),
                   "endpoint": self.endpoint_description}
         status.update(self.factory.stats.as_dict())
+        status["connection_trouble"] = self.connection_log.trouble
         status.update(self.writer.status)
         status.update(self.handoff.status)
         if status["last_error"] is None:

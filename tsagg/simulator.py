@@ -7,7 +7,17 @@ Observation frame, a Wiring (status) frame, Scan frames of int32 detector
 data at a steady rate, then END and the CLEANSE frames that flush the
 sender's metadata cache.  Between sessions and before the first one the
 sender sends ALIVE once a second (which is also when ``G3NetworkSender``
-accepts new connections).  Frames are timed by the reactor.
+accepts new connections).  Frames are timed by the reactor; their samples
+lie on a regular grid of the sample rate from the session's start, one
+frame following the other.
+
+The detector data is a spt3g ``G3TimestreamMap``, or with
+``--super-timestream`` so3g's ``G3SuperTimestream`` as the SMuRF streamer
+sends it.  That needs so3g's binding, so so3g must be imported before
+anything imports spt3g::
+
+    python -c "import so3g, sys; from tsagg.simulator import main; \\
+        sys.exit(main())" --super-timestream --port 50000
 """
 
 import sys
@@ -37,11 +47,13 @@ class SessionPlan:
     @ivar lead_in: Seconds of ALIVE before the first session.
     @ivar idle: Seconds of ALIVE between sessions.
     @ivar stream_id: The C{sostream_id} of every frame.
+    @ivar super_timestream: Whether the data is so3g's C{G3SuperTimestream}
+        (else a C{G3TimestreamMap}).
     """
 
     def __init__(self, channels=64, sample_rate=200.0, frame_rate=10.0,
                  duration=10.0, sessions=1, lead_in=2.0, idle=2.0,
-                 stream_id="crate1slot2"):
+                 stream_id="crate1slot2", super_timestream=False):
         self.channels = channels
         self.sample_rate = sample_rate
         self.frame_rate = frame_rate
@@ -50,6 +62,7 @@ class SessionPlan:
         self.lead_in = lead_in
         self.idle = idle
         self.stream_id = stream_id
+        self.super_timestream = super_timestream
 
     @property
     def samples_per_frame(self):
@@ -67,7 +80,23 @@ def flow_control_frame(value, frame_type=core.G3FrameType.none):
 
 
 def g3time(seconds):
-    return core.G3Time(int(seconds * core.G3Units.s))
+    return core.G3Time(int(round(seconds * core.G3Units.s)))
+
+
+def _so3g():
+    """
+    The so3g module, if this process runs under its binding.
+
+    @raise RuntimeError: It does not.
+    """
+    so3g = sys.modules.get("so3g")
+    if so3g is None:
+        raise RuntimeError(
+            "G3SuperTimestream data needs so3g's binding: import so3g "
+            "before spt3g, e.g. python -c \"import so3g, sys; from "
+            "tsagg.simulator import main; sys.exit(main())\" "
+            "--super-timestream ...")
+    return so3g
 
 
 class Simulator:
@@ -90,6 +119,9 @@ class Simulator:
         self._rng = np.random.default_rng(seed)
         self._names = core.G3VectorString(
             ["r%04d" % i for i in range(plan.channels)])
+        self._so3g = _so3g() if plan.super_timestream else None
+        # The time of the session's first sample.
+        self._t0 = None
 
     def emit(self, frame):
         if self.record:
@@ -143,9 +175,10 @@ class Simulator:
         self.emit(self._stamp(wiring, session_id, 1))
         frame_num = 2
         period = 1.0 / plan.frame_rate
-        for _ in range(plan.frames_per_session):
+        self._t0 = self._clock.seconds()
+        for k in range(plan.frames_per_session):
             yield task.deferLater(self._clock, period, lambda: None)
-            self.emit(self._scan_frame(session_id, frame_num))
+            self.emit(self._scan_frame(session_id, frame_num, k))
             frame_num += 1
             self.scan_frames_sent += 1
         self.emit(flow_control_frame(sostream.END))
@@ -154,17 +187,30 @@ class Simulator:
         self.emit(flow_control_frame(sostream.CLEANSE,
                                      core.G3FrameType.Wiring))
 
-    def _scan_frame(self, session_id, frame_num):
+    def _scan_frame(self, session_id, frame_num, k):
+        """
+        The C{k}-th Scan frame of a session: its samples follow those of
+        frame C{k - 1} on the sample rate's grid.
+        """
         plan = self.plan
         samples = plan.samples_per_frame
-        stop = self._clock.seconds()
-        start = stop - samples / plan.sample_rate
+        first = k * samples
+        times = [g3time(self._t0 + (first + i) / plan.sample_rate)
+                 for i in range(samples)]
         data = self._rng.integers(-2 ** 20, 2 ** 20,
                                   size=(plan.channels, samples),
                                   dtype=np.int32)
         frame = core.G3Frame(core.G3FrameType.Scan)
-        frame["data"] = core.G3TimestreamMap(self._names, data, g3time(start),
-                                             g3time(stop))
+        if self._so3g is None:
+            frame["data"] = core.G3TimestreamMap(self._names, data, times[0],
+                                                 times[-1])
+        else:
+            ts = self._so3g.G3SuperTimestream()
+            ts.names = self._names
+            ts.times = core.G3VectorTime(times)
+            # so3g scrambles data that is not C-ordered.
+            ts.data = np.ascontiguousarray(data)
+            frame["data"] = ts
         return self._stamp(frame, session_id, frame_num)
 
 
@@ -184,6 +230,11 @@ class Options(usage.Options):
         ["idle", None, 2.0, "Seconds of ALIVE between sessions.", float],
         ["stream-id", "s", "crate1slot2", "The sostream_id of the frames."],
     ]
+    optFlags = [
+        ["super-timestream", None,
+         "Send so3g G3SuperTimestream data, as the SMuRF streamer does "
+         "(needs so3g imported first: see the module's docstring)."],
+    ]
 
     def postOptions(self):
         for name in ("channels", "sessions"):
@@ -198,7 +249,8 @@ class Options(usage.Options):
             channels=self["channels"], sample_rate=self["sample-rate"],
             frame_rate=self["frame-rate"], duration=self["duration"],
             sessions=self["sessions"], lead_in=self["lead-in"],
-            idle=self["idle"], stream_id=self["stream-id"])
+            idle=self["idle"], stream_id=self["stream-id"],
+            super_timestream=bool(self["super-timestream"]))
 
 
 def main(argv=None):
@@ -211,6 +263,12 @@ def main(argv=None):
     except usage.UsageError as e:
         print("%s\n%s" % (options, e), file=sys.stderr)
         return 2
+    if options["super-timestream"]:
+        try:
+            _so3g()
+        except RuntimeError as e:
+            print(e, file=sys.stderr)
+            return 2
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
 
     def run(reactor):
