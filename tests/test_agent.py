@@ -227,9 +227,10 @@ class FakeAgent:
 
     def publish_to_feed(self, name, message):
         assert name in self.feeds, name
-        for field, value in message["data"].items():
-            Feed.verify_data_field_string(field)
-            Feed.verify_message_data_type(value)
+        if self.feeds[name]["record"]:
+            for field, value in message["data"].items():
+                Feed.verify_data_field_string(field)
+                Feed.verify_message_data_type(value)
         self.published[name].append(message)
 
     def blocks(self, feed, block_name):
@@ -487,32 +488,19 @@ class StopTests(ProcessTestCase):
         self.assertTrue(ok)
 
 
-class FeedAgent:
-    """
-    The part of an C{OCSAgent} the Process publishes with.
-    """
-
-    def __init__(self):
-        self.published = []
-
-    def publish_to_feed(self, name, message):
-        self.published.append((name, message))
-
-
 class FilesFeedTests(ProcessTestCase):
 
     @defer.inlineCallbacks
     def test_each_closed_file_is_published_once(self):
         aggregator, session, running, peer = yield self.connected()
-        aggregator.agent = FeedAgent()
+        self.assertEqual(self.agent.feeds["files"]["record"], False)
         sent = [F.raw(F.observation()), F.raw(F.scan(1)), F.raw(F.flow(F.END)),
                 F.raw(F.observation(session_id=1700000100)),
                 F.raw(F.scan(1, session_id=1700000100))]
         peer.transport.write(b"".join(sent))
         yield wait_until(lambda: session.data.get("frames_written") == 4)
         yield self.timed_stop(aggregator, session, running)
-        files = [m for name, m in aggregator.agent.published
-                 if name == "files"]
+        files = self.agent.published["files"]
         self.assertEqual([m["data"]["path"] for m in files],
                          [p for p, _ in files_and_frames(self.dir)])
         for m in files:

@@ -78,6 +78,7 @@ _channel = _argparse_type(channel_name)
 STATUS_FEED = "recorder"
 #: The quick-look feed: a block per monitored channel.
 DETECTOR_FEED = "detectors"
+FILES_FEED = "files"
 #: The HK aggregator writes the status feed in frames of this many seconds.
 STATUS_AGG_PARAMS = {"frame_length": 60}
 #: The detector samples are in the timestream files already: Grafana
@@ -163,6 +164,9 @@ class TimestreamAggregator:
                             agg_params=STATUS_AGG_PARAMS, buffer_time=0)
         agent.register_feed(DETECTOR_FEED, record=True,
                             agg_params=DETECTOR_AGG_PARAMS, buffer_time=0)
+        # One record per file closed for good (tsagg.handoff): an event
+        # feed, not a time series, so it is not recorded.
+        agent.register_feed(FILES_FEED, record=False)
 
     def start_aggregation(self, session, params):
         """stream()
@@ -315,7 +319,7 @@ class TimestreamAggregator:
         """
         if self.agent is None:
             return
-        self.agent.publish_to_feed("files", {
+        self.agent.publish_to_feed(FILES_FEED, {
             "block_name": "files", "timestamp": self._wall_time(),
             "data": dict(record)})
 
@@ -612,9 +616,6 @@ def main(args=None):
         data_dir=args.data_dir, clock=clock, wall_time=reactor.seconds,
         quick_look=quick_look, feed_interval=args.feed_interval,
         degraded_after=args.degraded_after)
-    # One record per file closed for good (tsagg.handoff): an event feed,
-    # not a time series, so it is not recorded.
-    agent.register_feed("files", record=False)
     agent.register_process("stream", aggregator.start_aggregation,
                            aggregator.stop_aggregation, blocking=False,
                            startup=args.auto_start)
