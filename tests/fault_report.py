@@ -11,6 +11,7 @@ reStructuredText page of the docs.  Exits non-zero if a test failed.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -170,7 +171,9 @@ def main(argv=None):
         i = argv.index("--docs")
         docs = argv[i + 1]
         del argv[i:i + 2]
-    with tempfile.TemporaryDirectory() as tmp:
+    tmp = tempfile.mkdtemp(prefix="tsagg-faults-")
+    result = None
+    try:
         records = os.path.join(tmp, "records.jsonl")
         env = repo_env(**{faultlog.REPORT_ENV: records})
         result = subprocess.run(
@@ -184,6 +187,12 @@ def main(argv=None):
         if os.path.exists(records):
             with open(records) as f:
                 entries = [json.loads(line) for line in f]
+    finally:
+        if result is not None and result.returncode == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            sys.stdout.write("trial's files, logs included, are kept in "
+                             "%s\n" % (tmp,))
     verdict = "trial: %s" % (verdict[-1] if verdict else "no verdict")
     text = table(entries) + "\n" + verdict + "\n"
     if docs:
