@@ -151,9 +151,6 @@ class TimestreamAggregator:
         self._publish_error = None
         self._reasons = []
         self._started_wall = None
-        # The file being written, and since when (on the clock).
-        self._file = None
-        self._file_since = None
         # Fired to end the running session.
         self._stop_requested = None
         # Deferreds to fire once the running session has ended.
@@ -204,6 +201,7 @@ class TimestreamAggregator:
                  'last_stream_error': None,
                  'connection_trouble': None,
                  'current_file': '/data/17649/crate1slot2/1764912345_000.g3',
+                 'current_file_age': 115.2,
                  'last_file': None,
                  'stream_id': 'crate1slot2',
                  'session_id': 1764912345,
@@ -280,7 +278,6 @@ class TimestreamAggregator:
         self._health.start(now)
         self._records.start(now, service.status)
         self._reasons = []
-        self._file = self._file_since = None
         updates = task.LoopingCall(self._update_data, session, service)
         updates.clock = self._clock
         records = task.LoopingCall(self._publish_status, service)
@@ -424,9 +421,6 @@ class TimestreamAggregator:
     def _update_data(self, session, service):
         status = service.status
         now = self._clock.seconds()
-        if status["current_file"] != self._file:
-            self._file = status["current_file"]
-            self._file_since = now
         if service.running:
             self._set_degraded(session, self._health.reasons(
                 now, status, self.address))
@@ -450,9 +444,10 @@ class TimestreamAggregator:
 
     def _publish_status(self, service):
         now = self._clock.seconds()
-        age = None if self._file is None else now - self._file_since
+        status = service.status
+        age = status["current_file_age"]
         wall = self._wall_time()
-        blocks = self._records.blocks(now, wall, service.status,
+        blocks = self._records.blocks(now, wall, status,
                                       self._started_wall, age,
                                       bool(self._reasons))
         try:

@@ -247,8 +247,11 @@ class RotatingWriter:
     @property
     def status(self):
         acq = self._acq
+        f = self._file
         status = {
-            "current_file": self._file.path if self._file else None,
+            "current_file": f.path if f else None,
+            "current_file_age": (self.clock.seconds() - f.opened_at
+                                 if f else None),
             "last_file": self.last_file,
             "stream_id": acq.stream_id if acq else self.rules.stream_id,
             "session_id": acq.session_id if acq else None,
