@@ -33,6 +33,14 @@ def repo_env(**extra):
     return env
 
 
+# Run before the child's own program: a shell without job control starts its
+# background commands with SIGINT ignored, and a program started so (twistd
+# included) keeps it ignored; a child sent SIGINT by a test must not.
+_SIGINT_DEFAULT = ("import os, signal, sys; "
+                   "signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "os.execvp(sys.argv[1], sys.argv[1:])")
+
+
 def spawn(testcase, argv, log, env=None, stdout=None, cwd=ROOT):
     """
     Start a child process, by default in the repository, killed (if still
@@ -42,12 +50,13 @@ def spawn(testcase, argv, log, env=None, stdout=None, cwd=ROOT):
         or only stderr when C{stdout} is given.
     @param env: Its environment; L{repo_env} by default.
     @param cwd: Its working directory, or L{None} for the test's own.
-    @return: The C{Popen}, with the log's path as C{log_path}.
+    @return: The C{Popen}, with the log's path as C{log_path}.  The child
+        starts with SIGINT's default action, whatever this process ignores.
     """
     out = open(log, "wb")
     testcase.addCleanup(out.close)
     proc = subprocess.Popen(
-        argv, cwd=cwd, env=repo_env() if env is None else env,
+        [sys.executable, "-c", _SIGINT_DEFAULT] + list(argv), cwd=cwd, env=repo_env() if env is None else env,
         stdout=out if stdout is None else stdout,
         stderr=subprocess.STDOUT if stdout is None else out)
 
