@@ -15,7 +15,6 @@ docs/faults.rst.
 import os
 import signal
 import subprocess
-import sys
 import time
 
 from twisted.trial import unittest
@@ -27,7 +26,7 @@ from tests.faultutil import check_data_dir
 from tests.test_faults_disk import mount_tmpfs
 from tests.test_integration import free_port
 from tests.test_twistd import twistd_command
-from tests.util import log_of, poll_until, spawn, types_in
+from tests.util import log_of, poll_until, spawn, spawn_sim, types_in
 
 OUTAGE = float(os.environ.get("TSAGG_FAULT_OUTAGE", "4"))
 # Before and after the outage, seconds of streaming.
@@ -70,13 +69,9 @@ class OutageTestCase(unittest.TestCase):
         port = free_port()
         duration = OUTAGE + 2 * AROUND + 2
         # 256 channels x 100 samples x 4 bytes, 20 frames a second: 2 MB/s.
-        sim = spawn(self, [sys.executable, "-m", "tsagg.simulator", "--port",
-                           str(port), "--channels", "256", "--sample-rate",
-                           "2000", "--frame-rate", "20", "--duration",
-                           str(duration), "--lead-in", "3"],
-                    os.path.join(logs, "sim.log"))
-        poll_until(self, lambda: "Listening on port" in log_of(sim), 30,
-                   "the sender to listen")
+        sim = spawn_sim(self, port, os.path.join(logs, "sim.log"),
+                        channels=256, sample_rate=2000, frame_rate=20,
+                        duration=duration, lead_in=3)
         tw = spawn(self, twistd_command() + [
             "-n", "--pidfile=", "--logfile=-", "tsagg", "--address",
             "127.0.0.1", "--port", str(port), "--data-dir", data,

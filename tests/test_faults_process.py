@@ -20,7 +20,7 @@ from tests import frames as F
 from tests.faultutil import (Sandbox, check_data_dir, quiet_port, scans,
                              spawn_sender)
 from tests.util import (ROOT, log_of, poll_until, recorded_files, repo_env,
-                        spawn)
+                        spawn, spawn_sim)
 
 WRAPPER = os.path.join(ROOT, "tests", "faulty_twistd.py")
 
@@ -179,12 +179,8 @@ class KillTests(ProcessFaultTestCase):
         port = quiet_port()
         box.seal()
         # spt3g's G3NetworkSender: frames of 2 MB, 5 a second.
-        sim = spawn(self, [sys.executable, "-m", "tsagg.simulator", "--port",
-                           str(port), "--channels", "1000", "--sample-rate",
-                           "2500", "--frame-rate", "5", "--duration", "60",
-                           "--lead-in", "2"], os.path.abspath(self.mktemp()))
-        self.wait_for(lambda: "Listening on port" in log_of(sim), 30,
-                      "the sender to listen")
+        spawn_sim(self, port, os.path.abspath(self.mktemp()), channels=1000,
+                  sample_rate=2500, frame_rate=5, duration=60, lead_in=2)
         # A disk of 8 MB/s: a frame takes a quarter of a second to write,
         # in slices of 1 MiB, so the file is mid-frame most of the time.
         first = self.spawn_tsagg(port, box.data,

@@ -18,7 +18,8 @@ from tsagg.frames import load_frame
 
 from tests.test_integration import free_port
 from tests.util import (ROOT, files_and_frames, log_of, poll_until,
-                        recorded_files, repo_env, spawn, types_in, WallClock)
+                        recorded_files, repo_env, spawn, spawn_sim, types_in,
+                        WallClock)
 
 
 def twistd_command():
@@ -42,19 +43,14 @@ class TwistdTests(unittest.TestCase):
         data = os.path.abspath(self.mktemp())
         logs = os.path.abspath(self.mktemp())
         os.makedirs(logs)
-        sim = self.spawn(
-            [sys.executable, "-m", "tsagg.simulator", "--port", str(port),
-             "--channels", "200", "--sample-rate", "2000",
-             "--frame-rate", "20", "--duration", "30",
-             "--lead-in", str(lead_in)],
-            os.path.join(logs, "sim.log"))
         # twistd starts once the sender listens, so that its first attempt
         # connects (a refused one is retried only after 1.5-2.5 s), and must
         # be connected before the session's first frame: a receiver that
         # joins later gets the cached metadata but not the Scan frames sent
         # before it came.
-        self.wait_for(lambda: "Listening on port" in log_of(sim), 30,
-                      "the sender to listen")
+        sim = spawn_sim(self, port, os.path.join(logs, "sim.log"),
+                        channels=200, sample_rate=2000, frame_rate=20,
+                        duration=30, lead_in=lead_in)
         listening = time.monotonic()
         tw_log = os.path.join(logs, "twistd.log")
         tw = self.spawn(
@@ -152,13 +148,9 @@ class WallClockStepTests(unittest.TestCase):
         data = os.path.abspath(self.mktemp())
         logs = os.path.abspath(self.mktemp())
         os.makedirs(logs)
-        sim = spawn(self, [sys.executable, "-m", "tsagg.simulator",
-                           "--port", str(port), "--channels", "16",
-                           "--frame-rate", str(self.frame_rate),
-                           "--duration", "30", "--lead-in", "3"],
-                    os.path.join(logs, "sim.log"))
-        poll_until(self, lambda: "Listening on port" in log_of(sim), 30,
-                   "the sender to listen")
+        sim = spawn_sim(self, port, os.path.join(logs, "sim.log"),
+                        channels=16, frame_rate=self.frame_rate, duration=30,
+                        lead_in=3)
         tw = spawn(self, twistd_command() + [
             "-n", "--pidfile=", "--logfile=-", "tsagg", "--address",
             "127.0.0.1", "--port", str(port), "--data-dir", data,

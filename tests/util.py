@@ -13,7 +13,7 @@ from tsagg import wire
 from tsagg.frames import core, frame_type_code, load_frame
 from tsagg.report import recorded_files
 
-__all__ = ["frames_on_disk", "files_and_frames", "types_in", "FakeProducer",
+__all__ = ["spawn_sim", "frames_on_disk", "files_and_frames", "types_in", "FakeProducer",
            "recorded_files", "ROOT", "repo_env", "spawn", "log_of", "poll_until",
            "WallClock"]
 
@@ -67,6 +67,23 @@ def spawn(testcase, argv, log, env=None, stdout=None, cwd=ROOT):
     testcase.addCleanup(reap)
     proc.log_path = log
     return proc
+
+
+def spawn_sim(testcase, port, log, **options):
+    """
+    Start C{tsagg-sim} (spt3g's own G3NetworkSender) on C{port} and wait
+    until it listens: a receiver started then connects at its first try.
+
+    @param options: Its options, C{frame_rate=20} for C{--frame-rate 20}.
+    @return: The C{Popen}.
+    """
+    argv = [sys.executable, "-m", "tsagg.simulator", "--port", str(port)]
+    for name, value in sorted(options.items()):
+        argv += ["--" + name.replace("_", "-"), str(value)]
+    sim = spawn(testcase, argv, log)
+    poll_until(testcase, lambda: "Listening on port" in log_of(sim), 30,
+               "the sender to listen")
+    return sim
 
 
 def log_of(proc):
