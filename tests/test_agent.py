@@ -500,6 +500,8 @@ class FilesFeedTests(ProcessTestCase):
         peer.transport.write(b"".join(sent))
         yield wait_until(lambda: session.data.get("frames_written") == 4)
         yield self.timed_stop(aggregator, session, running)
+        # The last file is handed on after the stop, not before.
+        yield wait_until(lambda: len(self.agent.published["files"]) == 2)
         files = self.agent.published["files"]
         self.assertEqual([m["data"]["path"] for m in files],
                          [p for p, _ in files_and_frames(self.dir)])

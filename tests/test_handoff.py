@@ -9,8 +9,9 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 from twisted.trial import unittest
 
 from tsagg.handoff import FileHandoff
@@ -55,6 +56,8 @@ class HandoffTestCase(unittest.TestCase):
                                 run_blocking=run_blocking, **kw)
         handoff = FileHandoff(run_blocking, suprsync_db=suprsync_db)
         handoff.add_listener(self.records.append)
+        # As the service joins them.
+        handoff.add_listener(lambda record: writer.handed_on(record["path"]))
         writer.add_closed_file_listener(handoff)
         self.addCleanup(writer.close)
         return writer, handoff
@@ -206,3 +209,115 @@ class SuprsyncTests(HandoffTestCase):
         self.assertEqual(len(suprsync_rows(self.db)), 1)
         self.assertTrue(threads_seen)
         self.assertNotIn(threading.main_thread(), threads_seen)
+
+
+# A recorder that closes a file cleanly but ends before it is handed on (a
+# shutdown stopped the md5, say): the journal keeps it.
+STOP_BEFORE_HANDOFF = """
+import os, sys
+from twisted.internet import task
+from tsagg.writer import RotatingWriter
+from tests import frames as F
+writer = RotatingWriter(sys.argv[1], task.Clock(), fsync=True)
+writer.add_closed_file_listener(lambda closed: None)
+writer.prepare()
+for n in range(3):
+    frame = F.scan(n + 2)
+    writer.frameReceived(frame, F.raw(frame))
+writer.close()
+os._exit(0)
+"""
+
+
+class NextStartTests(HandoffTestCase):
+
+    def setUp(self):
+        if socs is None:
+            raise unittest.SkipTest("socs is not installed")
+        HandoffTestCase.setUp(self)
+        self.db = os.path.abspath(self.mktemp())
+
+    def test_a_file_not_handed_on_is_handed_on_at_the_next_start_once(self):
+        out = subprocess.run([sys.executable, "-c", STOP_BEFORE_HANDOFF,
+                              self.dir], cwd=ROOT, env=repo_env(),
+                             capture_output=True)
+        self.assertEqual(out.returncode, 0, out.stderr.decode())
+        writer, _ = self.record(suprsync_db=self.db)
+        writer.prepare()
+        [r] = self.records
+        self.assertFalse(r["repaired"])
+        self.assertEqual(r["scan_frames"], 3)
+        writer.close()
+        again, _ = self.record(suprsync_db=self.db)
+        again.prepare()
+        again.close()
+        self.assertEqual(len(self.records), 1)
+        [(local, remote, _, md5)] = suprsync_rows(self.db)
+        self.assertEqual(remote, r["path"])
+        self.assertEqual(md5, md5_of(local))
+        self.assertEqual(os.listdir(os.path.join(self.dir, ".tsagg")), [])
+
+    def test_a_stopped_hand_off_leaves_the_file_to_the_journal(self):
+        sync = DeferredSync()
+        writer, handoff = self.record(run_blocking=sync, suprsync_db=self.db)
+        writer.prepare()
+        self.send(writer, F.scan(2))
+        writer.close()
+        sync.run_all()
+        # The process ends: its md5 stops at the next chunk.
+        handoff.stop()
+        sync.run_all()
+        self.successResultOf(handoff.finished())
+        self.assertEqual(self.records, [])
+        self.assertEqual(handoff.handoff_errors, 0)
+        journals = os.listdir(os.path.join(self.dir, ".tsagg"))
+        self.assertEqual(len(journals), 1)
+        with open(os.path.join(self.dir, ".tsagg", journals[0])) as f:
+            self.assertIn("closed 17000/crate1slot2/1700000000_000.g3",
+                          f.read())
+
+
+class ServiceStopTests(unittest.TestCase):
+    """
+    A stop waits for the hand-off only C{handoff_grace} seconds; the next
+    start hands on the rest.
+    """
+
+    @defer.inlineCallbacks
+    def test_a_stop_leaves_a_slow_hand_off_to_the_next_start(self):
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+        from tests.faultutil import make_service
+        from tests.test_service import PeerFactory, wait_until
+        data = os.path.abspath(self.mktemp())
+        peer = PeerFactory()
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"
+                                        ).listen(peer)
+        self.addCleanup(port.stopListening)
+        number = port.getHost().port
+        first = make_service(self, number, data)
+        first.handoff_grace = 0.1
+
+        def slow(work):
+            # An md5 of gigabytes: still running when the grace is over.
+            def later():
+                time.sleep(0.5)
+                return work()
+            return threads.deferToThread(later)
+        first.handoff._run_blocking = slow
+        records = []
+        first.handoff.add_listener(records.append)
+        first.startService()
+        conn = yield peer.next_connection()
+        conn.transport.write(F.raw(F.observation()) + F.raw(F.scan(2)))
+        yield wait_until(lambda: first.status["frames_written"] == 2)
+        yield first.stopService()
+        self.assertEqual(records, [])
+        second = make_service(self, number, data)
+        second.handoff.add_listener(records.append)
+        second.startService()
+        yield wait_until(lambda: len(records) == 1)
+        yield second.stopService()
+        self.assertEqual(records[0]["path"],
+                         "17000/crate1slot2/1700000000_000.g3")
+        self.assertEqual(records[0]["scan_frames"], 1)

@@ -175,15 +175,26 @@ class RepairTests(JournalTestCase):
 
 class JournalFileTests(JournalTestCase):
 
-    def test_the_journal_is_empty_once_no_file_is_open(self):
+    def test_the_journal_is_empty_once_nothing_is_open_or_waiting(self):
         journal = Journal(self.dir)
         self.addCleanup(journal.close)
         journal.opened("a/b/1_000.g3")
         journal.opened("a/b/1_001.g3")
-        journal.closed("a/b/1_000.g3")
+        journal.closed("a/b/1_000.g3", hand_on=False)
         self.assertGreater(os.path.getsize(journal.path), 0)
         journal.closed("a/b/1_001.g3")
+        self.assertGreater(os.path.getsize(journal.path), 0)
+        self.assertFalse(journal.empty)
+        journal.done("a/b/1_001.g3")
+        self.assertTrue(journal.empty)
         self.assertEqual(os.path.getsize(journal.path), 0)
+
+    def test_a_journal_with_files_waiting_is_kept_at_close(self):
+        journal = Journal(self.dir)
+        journal.opened("a/b/1_000.g3")
+        journal.closed("a/b/1_000.g3")
+        journal.close()
+        self.assertTrue(os.path.exists(journal.path))
 
     def test_closing_removes_it(self):
         journal = Journal(self.dir)

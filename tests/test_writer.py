@@ -655,7 +655,12 @@ class DeferredSync:
     def run_all(self):
         jobs, self.jobs = self.jobs, []
         for job, d in jobs:
-            d.callback(job())
+            try:
+                result = job()
+            except Exception:
+                d.errback()
+            else:
+                d.callback(result)
 
 
 def run_failing(job):

@@ -5,7 +5,10 @@ OCS agent's C{files} feed), and, when asked, it is registered for transfer
 in socs' suprsync database, with socs' own C{SupRsyncFilesManager}.
 
 The md5 and the database write run off the reactor thread, one file at a
-time, in the order the files closed.
+time, in the order the files closed.  A stop waits for them only a moment:
+the journal of open files (L{tsagg.journal}) keeps a file closed but not yet
+handed on, L{stop} ends the md5 of a large file at its next chunk, and the
+next start hands on what is left.
 """
 
 import hashlib
@@ -13,7 +16,7 @@ import hashlib
 from twisted.internet import defer
 from twisted.logger import Logger
 
-__all__ = ["FileHandoff", "file_md5", "DEFAULT_ARCHIVE"]
+__all__ = ["FileHandoff", "file_md5", "DEFAULT_ARCHIVE", "Stopped"]
 
 #: The suprsync archive of SO's timestreams.
 DEFAULT_ARCHIVE = "timestreams"
@@ -21,14 +24,25 @@ DEFAULT_ARCHIVE = "timestreams"
 _CHUNK = 4 << 20
 
 
-def file_md5(path):
+class Stopped(Exception):
+    """
+    The hand-off was stopped before it finished.
+    """
+
+
+def file_md5(path, stopping=lambda: False):
     """
     The md5 of a file, as hex; read in chunks (hashlib lets go of the GIL
     for each).
+
+    @param stopping: Returns whether to give up, asked between chunks.
+    @raise Stopped: It gave up.
     """
     digest = hashlib.md5()
     with open(path, "rb", buffering=0) as f:
         while True:
+            if stopping():
+                raise Stopped()
             chunk = f.read(_CHUNK)
             if not chunk:
                 break
@@ -85,6 +99,7 @@ class FileHandoff:
         self._lock = defer.DeferredLock()
         self._listeners = []
         self._pending = set()
+        self._stopping = False
         self.files_handed_on = 0
         self.handoff_errors = 0
         self.last_handed_on = None
@@ -119,6 +134,20 @@ class FileHandoff:
         self._pending.discard(d)
         return result
 
+    def stop(self):
+        """
+        Give up what is not handed on yet, promptly (recording stops): an
+        md5 running ends at its next chunk, and the next start hands the
+        files on, from the journal.
+        """
+        self._stopping = True
+
+    def resume(self):
+        """
+        Hand files on again (recording starts).
+        """
+        self._stopping = False
+
     def finished(self):
         """
         @return: A L{Deferred} that fires once every file taken so far is
@@ -131,16 +160,27 @@ class FileHandoff:
     def _hand_on(self, closed):
         suprsync = self._suprsync
 
+        def stopping():
+            return self._stopping
+
         def work():
-            md5 = file_md5(closed.path)
+            md5 = file_md5(closed.path, stopping)
+            if stopping():
+                raise Stopped()
             if suprsync is not None:
                 suprsync.add(closed.path, closed.relative, md5)
             return md5
         try:
+            if self._stopping:
+                raise Stopped()
             if self._run_blocking is None:
                 md5 = work()
             else:
                 md5 = yield self._run_blocking(work)
+        except Stopped:
+            self.log.info("{path} is left to be handed on at the next start",
+                          path=closed.relative)
+            return
         except Exception as e:
             self.handoff_errors += 1
             self.log.error("Could not hand on {path}: {error}",

@@ -5,14 +5,17 @@ cut) left behind: a file cut off in the middle of a frame.
 
 Each running recorder keeps one journal, C{<data-dir>/.tsagg/journal-*},
 and holds an exclusive C{flock} on it for as long as it runs.  A line
-C{open <path>} is added (and synced) when a file opens, and C{closed <path>}
-once the file is synced and closed; paths are relative to the data directory.
-The kernel drops the lock of a process that dies, so at start a recorder
-takes every journal it can lock: the files named open in it were left open
-by a process that is gone.  Each is cut back to its last whole frame (and
-synced); a file that a journal does not name open is never touched.  Several
-recorders can share one data directory: a journal whose owner still runs
-stays locked and is left alone.
+C{open <path>} is added (and synced) when a file opens, C{closed <path>}
+once the file is synced and closed and waits to be handed on (its md5, the
+suprsync database), and C{done <path>} once it is handed on, or has nothing
+to hand on; paths are relative to the data directory.  The kernel drops the
+lock of a process that dies, so at start a recorder takes every journal it
+can lock: the files named open in it were left open by a process that is
+gone, and each is cut back to its last whole frame (and synced); the files
+closed but not done are handed on by the new recorder.  A file that a
+journal does not name open is never touched.  Several recorders can share
+one data directory: a journal whose owner still runs stays locked and is
+left alone.
 """
 
 import errno
@@ -90,6 +93,7 @@ class Journal:
             raise
         self._fd = fd
         self._open = set()
+        self._waiting = set()
 
     def opened(self, relative):
         """
@@ -113,27 +117,53 @@ class Journal:
         except OSError:
             pass
 
-    def closed(self, relative):
+    def closed(self, relative, hand_on=True):
         """
-        Note that a file is synced and closed.  Once no file is open, the
-        journal is emptied.
+        Note that a file is synced and closed.
+
+        @param hand_on: Whether it waits to be handed on (L{done} follows);
+            else it is done with already.
         """
         self._open.discard(relative)
-        if self._open:
+        if hand_on:
+            self._waiting.add(relative)
             self._append("closed %s\n" % (relative,))
         else:
+            self._done(relative)
+
+    def done(self, relative):
+        """
+        Note that a closed file is handed on.
+        """
+        self._waiting.discard(relative)
+        self._done(relative)
+
+    def _done(self, relative):
+        if self.empty:
+            # Nothing open, nothing waiting: the journal need not grow.
             os.ftruncate(self._fd, 0)
+        else:
+            self._append("done %s\n" % (relative,))
+
+    @property
+    def empty(self):
+        """
+        Whether no file is open and none waits to be handed on.
+        """
+        return not self._open and not self._waiting
 
     def close(self):
         """
-        Remove the journal: every file is closed.
+        Close the journal: removed if it is L{empty}, else kept (and no
+        longer locked), for the next start to take.
         """
         if self._fd is None:
             return
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        if self.empty:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
         os.close(self._fd)
         self._fd = None
 
@@ -152,10 +182,13 @@ class Repair:
         frames.
     @ivar problem: What was wrong with its tail, or L{None}.
     @ivar error: Why it could not be examined or repaired, or L{None}.
+    @ivar left_open: C{True} for a file left open (repaired); C{False} for
+        one closed, and whole, that was not handed on yet.
     """
 
     def __init__(self, path, size=0, cut=0, frames=0, problem=None,
-                 error=None, scan_frames=0):
+                 error=None, scan_frames=0, left_open=True):
+        self.left_open = left_open
         self.path = path
         self.size = size
         self.cut = cut
@@ -170,20 +203,26 @@ class Repair:
             "" if self.error is None else ", " + self.error)
 
 
-def _left_open(fd):
+def _unfinished(fd):
     """
-    The paths a journal names open and not closed, in order.
+    What a journal names open and not closed, and closed but not done.
+
+    @return: Two lists of paths, in order.
     """
     with os.fdopen(os.dup(fd), "rb") as f:
         text = f.read().decode("utf-8", "surrogateescape")
-    left = {}
+    state = {}
     for line in text.splitlines():
         what, _, path = line.partition(" ")
-        if what == "open" and path:
-            left[path] = True
-        elif what == "closed":
-            left.pop(path, None)
-    return list(left)
+        if not path:
+            continue
+        if what in ("open", "closed"):
+            state.pop(path, None)
+            state[path] = what
+        elif what == "done":
+            state.pop(path, None)
+    return ([p for p, s in state.items() if s == "open"],
+            [p for p, s in state.items() if s == "closed"])
 
 
 def _inside(data_dir, relative):
@@ -206,10 +245,12 @@ def _inside(data_dir, relative):
     return os.path.join(path, parts[-1])
 
 
-def repair(data_dir, relative):
+def repair(data_dir, relative, left_open=True):
     """
     Cut one file back to its last whole, valid frame, and sync it.
 
+    @param left_open: Whether the file was left open; one closed (and
+        synced) is only read, for its counts.
     @rtype: L{Repair}
     """
     path = _inside(data_dir, relative)
@@ -230,7 +271,11 @@ def repair(data_dir, relative):
         result = Repair(relative, size=scan.size,
                         cut=scan.size - scan.good_bytes,
                         frames=scan.frames, problem=scan.problem,
-                        scan_frames=scan.types.get("S", 0))
+                        scan_frames=scan.types.get("S", 0),
+                        left_open=left_open)
+        if not left_open:
+            result.cut = 0
+            return result
         # Truncating to the size also gives back the blocks reserved past
         # the end of the file (tsagg.writeback), when it had any.
         os.ftruncate(fd, scan.good_bytes)
@@ -244,11 +289,11 @@ def repair(data_dir, relative):
 
 def recover(data_dir):
     """
-    Repair the files that recorders now gone left open in C{data_dir}, and
-    remove their journals.  Journals still locked (their recorder runs) are
-    left alone.
+    Repair the files that recorders now gone left open in C{data_dir}, find
+    those they closed but did not hand on, and remove their journals.
+    Journals still locked (their recorder runs) are left alone.
 
-    @return: The L{Repair}s, one per file.
+    @return: The L{Repair}s, one per file: those left open first.
     @raise OSError: The journal directory cannot be read or made.
     """
     directory = _journal_dir(data_dir)
@@ -261,9 +306,15 @@ def recover(data_dir):
             continue
         if not name.startswith(_PREFIX):
             continue
-        _take(path, lambda fd: repairs.extend(
-            repair(data_dir, relative) for relative in _left_open(fd)))
+        _take(path, lambda fd: repairs.extend(_repairs(data_dir, fd)))
     return repairs
+
+
+def _repairs(data_dir, fd):
+    left_open, waiting = _unfinished(fd)
+    return ([repair(data_dir, relative) for relative in left_open]
+            + [repair(data_dir, relative, left_open=False)
+               for relative in waiting])
 
 
 def _take(path, work):

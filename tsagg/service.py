@@ -185,6 +185,9 @@ class RecordingService(Service):
 
     log = Logger()
 
+    #: Seconds a stop waits for the hand-off of the files it closed.
+    handoff_grace = 0.25
+
     def __init__(self, reactor, endpoint_description, data_dir,
                  time_per_file=600.0, gap_timeout=10.0, idle_timeout=30.0,
                  stream_id="unknown", max_frame_size=wire.DEFAULT_MAX_FRAME_SIZE,
@@ -215,6 +218,8 @@ class RecordingService(Service):
                                    suprsync_db=suprsync_db,
                                    suprsync_archive=suprsync_archive)
         writer.add_closed_file_listener(self.handoff)
+        self.handoff.add_listener(lambda record: writer.handed_on(
+            record["path"]))
         self.connection_log = ConnectionLog(self.address, self.clock)
         sink = writer if watch_frames is None else _WatchedSink(writer,
                                                                watch_frames)
@@ -245,6 +250,7 @@ class RecordingService(Service):
         @raise DataDirError: See L{prepare}; the service is not started.
         """
         self.prepare()
+        self.handoff.resume()
         Service.startService(self)
         self.writer.start()
         self.connection_log.starting(self.writer.data_dir)
@@ -271,10 +277,23 @@ class RecordingService(Service):
 
     def _stopped(self, result):
         d = defer.maybeDeferred(self.writer.close)
-        # Every closed file handed on (md5, suprsync) before the end.
-        d.addCallback(lambda _: self.handoff.finished())
+        d.addCallback(lambda _: self._hand_off_the_last())
         d.addCallback(lambda _: self.log.info("Recording stopped"))
         return d
+
+    def _hand_off_the_last(self):
+        """
+        Give the hand-off of the last files C{handoff_grace} seconds, then
+        stop it (an md5 of gigabytes must not hold a stop): what it did not
+        hand on, the journal keeps, and the next start hands on.
+        """
+        timer = self.clock.callLater(self.handoff_grace, self.handoff.stop)
+
+        def done(_):
+            if timer.active():
+                timer.cancel()
+            self.writer.release_journal()
+        return self.handoff.finished().addBoth(done)
 
     def whenConnected(self, failAfterFailures=None):
         """

@@ -373,6 +373,32 @@ class RotatingWriter:
             return None
         return d.addCallback(self._close_journal)
 
+    def release_journal(self):
+        """
+        Once closed, let go of the journal even if files wait in it to be
+        handed on: it is kept, unlocked, for the next start to take.
+        """
+        if self._closed and self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def handed_on(self, relative):
+        """
+        A file closed for good was handed on (L{add_closed_file_listener}):
+        the journal need not keep it for the next start.  Once the writer
+        is closed and nothing waits any more, the journal is removed.
+        """
+        journal = self._journal
+        if journal is None:
+            return
+        try:
+            journal.done(relative)
+        except OSError as e:
+            self._note_error("the journal of open files cannot be written: "
+                             "%s" % (e,))
+        if self._closed and journal.empty:
+            self._close_journal()
+
     def synced(self):
         """
         @return: A L{Deferred} that fires when every closed file is synced
@@ -624,8 +650,9 @@ class RotatingWriter:
             self._timed(what, took)
             if error is not None and report:
                 self._note_error("%s failed: %s" % (what, error))
-            self._journal_closed(f.relative)
-            if keep and f.data_frames:
+            hand_on = bool(keep and f.data_frames and self._listeners)
+            self._journal_closed(f.relative, hand_on)
+            if hand_on:
                 self._closed_for_good(ClosedFile(
                     f.path, f.relative, stream_id, session_id, f.size,
                     f.frames, f.scan_frames, _frame_time(f.first_raw),
@@ -686,6 +713,11 @@ class RotatingWriter:
         return repairs
 
     def _repaired(self, r):
+        if r.error is None and not r.left_open:
+            self.log.info("{path}, closed by a recorder that stopped before "
+                          "it was handed on, is handed on now", path=r.path)
+            self._hand_on_found(r)
+            return
         if r.error is not None:
             self.log.error("{path}, left open by a recorder that did not "
                            "stop, could not be repaired: {error}",
@@ -700,14 +732,22 @@ class RotatingWriter:
             self.log.info("{path}, left open by a recorder that did not stop, "
                           "ends with a whole frame ({frames} frames); nothing "
                           "cut", path=r.path, frames=r.frames)
-        if r.frames:
-            parts = r.path.split("/")
-            basename = parts[-1].rsplit("_", 1)[0]
-            session = int(basename) if basename.isdigit() else None
-            self._closed_for_good(ClosedFile(
-                os.path.join(self.data_dir, r.path), r.path, parts[-2],
-                session, r.size - r.cut, r.frames, r.scan_frames,
-                repaired=True))
+        self._hand_on_found(r)
+
+    def _hand_on_found(self, r):
+        """
+        Hand on a file found at start: repaired, or closed and not handed
+        on by the recorder before.
+        """
+        if not r.frames or not self._listeners:
+            return
+        parts = r.path.split("/")
+        basename = parts[-1].rsplit("_", 1)[0]
+        session = int(basename) if basename.isdigit() else None
+        self._journal_closed(r.path, True)
+        self._closed_for_good(ClosedFile(
+            os.path.join(self.data_dir, r.path), r.path, parts[-2], session,
+            r.size - r.cut, r.frames, r.scan_frames, repaired=r.left_open))
 
     def _journal_opened(self, relative):
         journal = self._journal
@@ -729,18 +769,24 @@ class RotatingWriter:
         else:
             self._run_blocking(journal.sync_quietly)
 
-    def _journal_closed(self, relative):
+    def _journal_closed(self, relative, hand_on):
         if self._journal is None:
             return
         try:
-            self._journal.closed(relative)
+            self._journal.closed(relative, hand_on)
         except OSError as e:
             self._note_error("the journal of open files cannot be written: "
                              "%s" % (e,))
 
     def _close_journal(self, result=None):
-        if self._journal is not None:
-            self._journal.close()
+        """
+        Close the journal once the writer is closed: removed when nothing
+        waits to be handed on, else kept for L{handed_on}, or for the next
+        start when this process ends first.
+        """
+        journal = self._journal
+        if journal is not None and (journal.empty or not self._listeners):
+            journal.close()
             self._journal = None
         return result
 
