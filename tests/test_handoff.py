@@ -91,6 +91,19 @@ class RecordTests(HandoffTestCase):
         self.assertEqual(second["frames_dropped"], 1)
         self.assertEqual(first["frames_dropped"], 0)
 
+    def test_no_md5_when_nobody_wants_it(self):
+        writer = RotatingWriter(self.dir, self.clock, fsync=False)
+        handoff = FileHandoff(None)
+        handoff.add_listener(self.records.append, wants_md5=False)
+        writer.add_closed_file_listener(handoff)
+        read = []
+        self.patch(hashlib, "md5", lambda: read.append(1))
+        self.send(writer, F.scan(2))
+        writer.close()
+        [r] = self.records
+        self.assertIsNone(r["md5"])
+        self.assertEqual(read, [])
+
     def test_frame_times_are_those_of_the_frames(self):
         writer, _ = self.record()
         frames = []

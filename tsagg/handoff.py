@@ -100,11 +100,12 @@ class FileHandoff:
         self._listeners = []
         self._pending = set()
         self._stopping = False
+        self._md5_wanted = suprsync_db is not None
         self.files_handed_on = 0
         self.handoff_errors = 0
         self.last_handed_on = None
 
-    def add_listener(self, listener):
+    def add_listener(self, listener, wants_md5=True):
         """
         Call C{listener} with the record (a L{dict}) of each file handed on:
         C{path} (relative to the data directory), C{stream_id},
@@ -112,8 +113,15 @@ class FileHandoff:
         C{first_frame_time}, C{last_frame_time} (unix seconds of the
         frames' C{time}), C{frames_dropped}, C{md5}, C{repaired} and
         C{registered} (in suprsync).
+
+        @param wants_md5: Whether the listener needs the md5.  The md5 (a
+            read of the whole file, about a CPU second per 1.5 GB) is
+            computed only when suprsync or a listener needs it; else the
+            record's C{md5} is L{None}.
         """
         self._listeners.append(listener)
+        if wants_md5:
+            self._md5_wanted = True
 
     @property
     def status(self):
@@ -163,8 +171,10 @@ class FileHandoff:
         def stopping():
             return self._stopping
 
+        wanted = self._md5_wanted
+
         def work():
-            md5 = file_md5(closed.path, stopping)
+            md5 = file_md5(closed.path, stopping) if wanted else None
             if stopping():
                 raise Stopped()
             if suprsync is not None:

@@ -218,8 +218,8 @@ class RecordingService(Service):
                                    suprsync_db=suprsync_db,
                                    suprsync_archive=suprsync_archive)
         writer.add_closed_file_listener(self.handoff)
-        self.handoff.add_listener(lambda record: writer.handed_on(
-            record["path"]))
+        self.handoff.add_listener(
+            lambda record: writer.handed_on(record["path"]), wants_md5=False)
         self.connection_log = ConnectionLog(self.address, self.clock)
         sink = writer if watch_frames is None else _WatchedSink(writer,
                                                                watch_frames)
