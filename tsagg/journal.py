@@ -18,11 +18,11 @@ one data directory: a journal whose owner still runs stays locked and is
 left alone.
 """
 
-import errno
 import fcntl
 import os
 import stat
 
+from tsagg.files import DataDirectory
 from tsagg.scan import scan_file
 
 __all__ = ["Journal", "Repair", "recover", "JOURNAL_DIR"]
@@ -36,17 +36,10 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 def _journal_dir(data_dir):
     """
-    Make (if need be) the journal directory, refusing anything but a real
-    directory there.
+    Make (if need be) the journal directory, as the directories of the
+    files are made: refusing anything but a real directory there.
     """
-    path = os.path.join(data_dir, JOURNAL_DIR)
-    try:
-        os.mkdir(path, 0o755)
-    except FileExistsError:
-        pass
-    if not stat.S_ISDIR(os.lstat(path).st_mode):
-        raise OSError(errno.ENOTDIR, "not a directory", path)
-    return path
+    return DataDirectory(data_dir).make_dirs(JOURNAL_DIR)
 
 
 def _sync_dir(path):
