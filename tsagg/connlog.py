@@ -8,7 +8,7 @@ sends) logged once, then summarized once a minute and when it ends.
 from twisted.internet import error
 from twisted.logger import Logger
 
-from tsagg.writer import duration_text
+from tsagg.writepath import duration_text
 
 __all__ = ["ConnectionLog", "connect_failure_text", "loss_text",
            "delay_text"]

@@ -64,13 +64,14 @@ class FreeSpaceFloor:
 def free_space(path, statvfs=os.statvfs):
     """
     The space an unprivileged writer may still use on the file system of
-    C{path}, and its size.
+    C{path}, its size, and whether it is mounted read-only: one C{statvfs}.
 
-    @return: C{(free bytes, total bytes)}.
+    @return: C{(free bytes, total bytes, read-only)}.
     @raise OSError: C{path} cannot be examined.
     """
     st = statvfs(path)
-    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+    return (st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize,
+            bool(getattr(st, "f_flag", 0) & os.ST_RDONLY))
 
 
 def human_bytes(count):

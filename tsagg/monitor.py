@@ -6,7 +6,7 @@ nothing here reads a clock or does I/O.
 """
 
 from tsagg.diskspace import human_bytes
-from tsagg.writer import duration_text
+from tsagg.writepath import duration_text
 
 __all__ = ["StatusRecords", "Health", "RECORD_FIELDS"]
 

@@ -281,7 +281,7 @@ class RotatingWriter:
         it, in bytes (L{None} when the file system cannot be examined).
         """
         try:
-            free, total = free_space(self.data_dir, self._statvfs)
+            free, total, _ = free_space(self.data_dir, self._statvfs)
         except OSError:
             return {"free_bytes": None, "free_floor_bytes": None}
         return {"free_bytes": free,
@@ -526,16 +526,15 @@ class RotatingWriter:
         self._free_checked_at = now
         self._free_checked_bytes = self.bytes_written
         try:
-            st = self._statvfs(self.data_dir)
+            free, total, read_only = free_space(self.data_dir, self._statvfs)
         except OSError:
             # Opening the file will tell what is wrong.
             return
-        if getattr(st, "f_flag", 0) & os.ST_RDONLY:
+        if read_only:
             if self._file is not None:
                 self._close_file("the file system is read-only")
             raise OSError(errno.EROFS, "Read-only file system (the data "
                           "directory is on a read-only mount)")
-        free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
         floor = self.min_free.bytes_of(total)
         if free >= floor and free > 0:
             return
