@@ -9,8 +9,8 @@ import numpy as np
 from tsagg import sostream
 from tsagg.frames import core, dump_frame
 
-__all__ = ["scan", "observation", "wiring", "flow", "raw", "pipeline_info",
-           "handmade", "acquisition"]
+__all__ = ["scan", "observation", "wiring", "flow", "raw", "feed",
+           "pipeline_info", "handmade", "acquisition"]
 
 
 def _stamp(frame, stream_id, session_id, frame_num):
@@ -65,6 +65,20 @@ def flow(value, frame_type=core.G3FrameType.none):
     frame = core.G3Frame(frame_type)
     frame["sostream_flowcontrol"] = value
     return frame
+
+
+def feed(sink, *frames):
+    """
+    Hand C{frames} to an L{IFrameSink} one at a time, each with its bytes.
+
+    @return: Their bytes, in order.
+    """
+    sent = []
+    for frame in frames:
+        data = raw(frame)
+        sink.frameReceived(frame, data)
+        sent.append(data)
+    return sent
 
 
 def raw(frame):

@@ -63,8 +63,7 @@ class HandoffTestCase(unittest.TestCase):
         return writer, handoff
 
     def send(self, writer, *frames):
-        for frame in frames:
-            writer.frameReceived(frame, F.raw(frame))
+        F.feed(writer, *frames)
 
 
 class RecordTests(HandoffTestCase):

@@ -64,12 +64,7 @@ class OutageTestCase(unittest.TestCase):
         return writer
 
     def send(self, writer, *frames):
-        sent = []
-        for frame in frames:
-            raw = F.raw(frame)
-            writer.frameReceived(frame, raw)
-            sent.append(raw)
-        return sent
+        return F.feed(writer, *frames)
 
     def lines(self):
         return [formatEvent(e) for e in self.events]

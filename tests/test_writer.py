@@ -77,13 +77,7 @@ class WriterTestCase(unittest.TestCase):
         return RotatingWriter(self.dir, self.clock, **kw)
 
     def send(self, *frames, writer=None):
-        writer = writer or self.writer
-        sent = []
-        for frame in frames:
-            raw = F.raw(frame)
-            writer.frameReceived(frame, raw)
-            sent.append(raw)
-        return sent
+        return F.feed(writer or self.writer, *frames)
 
     def tick(self, seconds, frames_every=None, frame_num=None):
         self.clock.advance(seconds)
