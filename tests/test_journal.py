@@ -80,7 +80,7 @@ class RepairTests(JournalTestCase):
         size = os.path.getsize(path)
         events = []
         writer = self.writer()
-        writer.log = Logger(observer=events.append)
+        writer.recovery.log = Logger(observer=events.append)
         writer.prepare()
         [event] = [e for e in events if "Repaired" in e["log_format"]]
         self.assertEqual(event["cut"], size - os.path.getsize(path))

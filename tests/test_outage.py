@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from tsagg.diskspace import FreeSpaceFloor
+from tsagg.outage import Holding
 from tsagg.writer import BelowFloor, RotatingWriter, duration_text
 
 from tests import frames as F
@@ -357,3 +358,54 @@ class HonestTimingTests(OutageTestCase):
         self.assertEqual(writer.status["slow_writes"], 1)
         self.assertTrue([l for l in self.lines()
                          if "fsync of" in l and "5.0 s" in l])
+
+
+class HoldingTests(unittest.TestCase):
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.events = []
+        self.retries = []
+        log = Logger(observer=self.events.append)
+        self.holding = Holding(self.clock, lambda: log,
+                               lambda: self.retries.append(
+                                   self.clock.seconds()))
+
+    def test_one_timer_backing_off_to_the_cap(self):
+        self.holding.failed(OSError(errno.EROFS, "Read-only file system"),
+                            "/data")
+        self.holding.hold("f", b"raw")
+        self.holding.hold("g", b"raw2")
+        for _ in range(8):
+            self.clock.advance(self.clock.getDelayedCalls()[0].getTime()
+                               - self.clock.seconds())
+            self.assertEqual(len(self.clock.getDelayedCalls()), 0)
+            self.holding.still_failing()
+        self.assertEqual(self.retries, [1, 3, 7, 15, 31, 61, 91, 121])
+        self.assertEqual(len(self.holding), 2)
+        self.assertEqual(self.holding.bytes, 7)
+
+    def test_the_log_of_an_outage(self):
+        self.holding.failed(OSError(errno.ENOSPC, "No space left on device"),
+                            "/data")
+        self.holding.failed(OSError(errno.ENOSPC, "No space left on device"),
+                            "/data")
+        self.clock.advance(61)
+        self.holding.hold("f", b"x")
+        self.holding.still_failing()
+        self.holding.still_failing()
+        self.clock.advance(100)
+        self.holding.ended("17000/s/1_001.g3")
+        lines = [formatEvent(e) for e in self.events]
+        self.assertEqual(len(lines), 3, lines)
+        self.assertIn("Writing has failed for 1 min 1 s", lines[1])
+        self.assertIn("after 2 min 41 s", lines[2])
+        self.assertIsNone(self.holding.outage_seconds)
+        self.holding.cancel()
+
+    def test_a_frame_past_the_bound_is_refused(self):
+        holding = Holding(self.clock, Logger, lambda: None, max_bytes=10)
+        self.assertTrue(holding.hold("a", b"x" * 6))
+        self.assertFalse(holding.hold("b", b"x" * 6))
+        self.assertEqual(holding.drop_all(), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

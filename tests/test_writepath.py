@@ -1,18 +1,16 @@
 """
-Tests for L{tsagg.writepath}: the write queue in slices, the holding of
-frames through an outage on one timer, and the sync off the reactor.
+Tests for L{tsagg.writepath}: the write queue in slices, and the sync off
+the reactor.
 """
 
 import errno
 import os
 
-from twisted.internet import task
-from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
 from tsagg.files import Acquisition, DataDirectory
 from tsagg.rules import Plan
-from tsagg.writepath import REPLAYED, Holding, Syncer, WriteQueue
+from tsagg.writepath import REPLAYED, Syncer, WriteQueue
 
 from tests import frames as F
 
@@ -89,57 +87,6 @@ class WriteQueueTests(unittest.TestCase):
         self.assertEqual(self.contents(), first)
         self.assertEqual(self.queue.take_failed(), [("b", second)])
         self.assertFalse(self.queue)
-
-
-class HoldingTests(unittest.TestCase):
-
-    def setUp(self):
-        self.clock = task.Clock()
-        self.events = []
-        self.retries = []
-        log = Logger(observer=self.events.append)
-        self.holding = Holding(self.clock, lambda: log,
-                               lambda: self.retries.append(
-                                   self.clock.seconds()))
-
-    def test_one_timer_backing_off_to_the_cap(self):
-        self.holding.failed(OSError(errno.EROFS, "Read-only file system"),
-                            "/data")
-        self.holding.hold("f", b"raw")
-        self.holding.hold("g", b"raw2")
-        for _ in range(8):
-            self.clock.advance(self.clock.getDelayedCalls()[0].getTime()
-                               - self.clock.seconds())
-            self.assertEqual(len(self.clock.getDelayedCalls()), 0)
-            self.holding.still_failing()
-        self.assertEqual(self.retries, [1, 3, 7, 15, 31, 61, 91, 121])
-        self.assertEqual(len(self.holding), 2)
-        self.assertEqual(self.holding.bytes, 7)
-
-    def test_the_log_of_an_outage(self):
-        self.holding.failed(OSError(errno.ENOSPC, "No space left on device"),
-                            "/data")
-        self.holding.failed(OSError(errno.ENOSPC, "No space left on device"),
-                            "/data")
-        self.clock.advance(61)
-        self.holding.hold("f", b"x")
-        self.holding.still_failing()
-        self.holding.still_failing()
-        self.clock.advance(100)
-        self.holding.ended("17000/s/1_001.g3")
-        lines = [formatEvent(e) for e in self.events]
-        self.assertEqual(len(lines), 3, lines)
-        self.assertIn("Writing has failed for 1 min 1 s", lines[1])
-        self.assertIn("after 2 min 41 s", lines[2])
-        self.assertIsNone(self.holding.outage_seconds)
-        self.holding.cancel()
-
-    def test_a_frame_past_the_bound_is_refused(self):
-        holding = Holding(self.clock, Logger, lambda: None, max_bytes=10)
-        self.assertTrue(holding.hold("a", b"x" * 6))
-        self.assertFalse(holding.hold("b", b"x" * 6))
-        self.assertEqual(holding.drop_all(), 1)
-        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class SyncerTests(unittest.TestCase):

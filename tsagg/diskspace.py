@@ -4,10 +4,12 @@ the rest of the node.  Below it, tsagg treats the disk as full (it pauses
 the stream and holds its frames) before the kernel would say so.
 """
 
+import errno
 import os
 import re
 
-__all__ = ["FreeSpaceFloor", "DEFAULT_MIN_FREE", "free_space", "human_bytes"]
+__all__ = ["FreeSpaceFloor", "DEFAULT_MIN_FREE", "DiskGuard", "BelowFloor",
+           "free_space", "human_bytes"]
 
 #: The default floor: 1% of the file system.
 DEFAULT_MIN_FREE = "1%"
@@ -59,6 +61,90 @@ class FreeSpaceFloor:
 
     def __repr__(self):
         return "FreeSpaceFloor(%r)" % (self.text,)
+
+
+class BelowFloor(OSError):
+    """
+    The data file system has less free space than the floor (C{--min-free}):
+    the disk counts as full.
+    """
+
+
+class DiskGuard:
+    """
+    When to look at the data file system, and what it says: before a file
+    opens, and then every C{check_bytes} written or C{check_interval}
+    seconds, that it is not read-only and has more free space than the
+    floor.  It answers with a verdict; the writer acts on it.
+
+    @ivar min_free: The L{FreeSpaceFloor}.
+    """
+
+    def __init__(self, data_dir, min_free=DEFAULT_MIN_FREE,
+                 statvfs=os.statvfs, check_bytes=16 << 20,
+                 check_interval=1.0):
+        if not isinstance(min_free, FreeSpaceFloor):
+            min_free = FreeSpaceFloor(min_free)
+        self.data_dir = data_dir
+        self.min_free = min_free
+        self._statvfs = statvfs
+        self._check_bytes = check_bytes
+        self._check_interval = check_interval
+        # When, and at which count of bytes written, it last looked.
+        self._checked_at = None
+        self._checked_bytes = 0
+
+    def verdict(self, now, file_open, bytes_written):
+        """
+        Whether writing may go on, looking at the file system only when it
+        is due.
+
+        A file open before the file system turned read-only (a read-only
+        mount laid over the data directory) could still be written, but no
+        file after it: the verdict is given at once, not at the next
+        rotation.
+
+        @param file_open: Whether a file is open (else one is about to
+            open, and the file system is looked at now).
+        @param bytes_written: Bytes written so far.
+        @return: L{None} when writing may go on; else C{(why, error)}: why
+            the open file is to be closed, and the L{OSError} (C{EROFS}, or
+            L{BelowFloor}) that stops writing.
+        """
+        if (file_open and self._checked_at is not None
+                and now - self._checked_at < self._check_interval
+                and bytes_written - self._checked_bytes < self._check_bytes):
+            return None
+        self._checked_at = now
+        self._checked_bytes = bytes_written
+        try:
+            free, total, read_only = free_space(self.data_dir, self._statvfs)
+        except OSError:
+            # Opening the file will tell what is wrong.
+            return None
+        if read_only:
+            return ("the file system is read-only", OSError(
+                errno.EROFS, "Read-only file system (the data directory is "
+                "on a read-only mount)"))
+        floor = self.min_free.bytes_of(total)
+        if free >= floor and free > 0:
+            return None
+        return ("free space below the floor", BelowFloor(
+            errno.ENOSPC, "%s free on %s, below the floor of %s (--min-free "
+            "%s)" % (human_bytes(free), self.data_dir, human_bytes(floor),
+                     self.min_free.text)))
+
+    def status(self):
+        """
+        The free space of the data file system and the floor kept free on
+        it, in bytes (L{None} when the file system cannot be examined).
+        """
+        try:
+            free, total, _ = free_space(self.data_dir, self._statvfs)
+        except OSError:
+            return {"free_bytes": None, "free_floor_bytes": None}
+        return {"free_bytes": free,
+                "free_floor_bytes": self.min_free.bytes_of(total)}
 
 
 def free_space(path, statvfs=os.statvfs):

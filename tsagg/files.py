@@ -13,8 +13,8 @@ import os
 import stat
 import time
 
-__all__ = ["DataDirectory", "Acquisition", "OpenFile", "OutsideDataDir",
-           "sync_and_close", "timed_call"]
+__all__ = ["DataDirectory", "Acquisition", "OpenFile", "ClosedFile",
+           "OutsideDataDir", "sync_and_close", "timed_call"]
 
 _OPEN_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL
                | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
@@ -91,6 +91,45 @@ class OpenFile:
         self.dropped_before = 0
         self.first_raw = None
         self.last_raw = None
+
+
+class ClosedFile:
+    """
+    A file closed for good (synced, and not to be written again), for those
+    who hand it on.
+
+    @ivar path: Its absolute path.
+    @ivar relative: Its path relative to the data directory.
+    @ivar stream_id: The stream (its directory).
+    @ivar session_id: The session id of its frames, or L{None}.
+    @ivar size: Its size in bytes.
+    @ivar frames: Frames in it, replayed metadata included.
+    @ivar scan_frames: Scan frames in it.
+    @ivar first_frame_time: The C{time} of its first frame received, unix
+        seconds, or L{None} if it has none.
+    @ivar last_frame_time: Likewise, of its last frame.
+    @ivar frames_dropped: Frames dropped upstream while it was open.
+    @ivar repaired: Whether it was repaired after a crash.
+    """
+
+    def __init__(self, path, relative, stream_id, session_id, size, frames,
+                 scan_frames, first_frame_time=None, last_frame_time=None,
+                 frames_dropped=0, repaired=False):
+        self.path = path
+        self.relative = relative
+        self.stream_id = stream_id
+        self.session_id = session_id
+        self.size = size
+        self.frames = frames
+        self.scan_frames = scan_frames
+        self.first_frame_time = first_frame_time
+        self.last_frame_time = last_frame_time
+        self.frames_dropped = frames_dropped
+        self.repaired = repaired
+
+    def __repr__(self):
+        return "<ClosedFile %s: %d bytes, %d frames>" % (
+            self.relative, self.size, self.frames)
 
 
 class DataDirectory:

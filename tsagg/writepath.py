@@ -1,8 +1,8 @@
 """
 The write path of the open file: the queue of frames waiting for it, written
-with C{writev} in slices; the write-out, sync and close of files off the
-reactor; and the frames held, on one retry timer, while the disk cannot take
-them.
+with C{writev} in slices; and the write-out, sync and close of files off the
+reactor.  (The frames held while the disk cannot take them are
+L{tsagg.outage}'s.)
 
 Nothing here knows the SO rules: L{tsagg.writer} decides what goes where and
 joins these parts.
@@ -16,7 +16,7 @@ from twisted.internet import defer
 from tsagg.files import sync_and_close, timed_call
 from tsagg.writeback import start_writeback
 
-__all__ = ["REPLAYED", "WriteQueue", "Syncer", "Holding", "duration_text"]
+__all__ = ["REPLAYED", "WriteQueue", "Syncer", "duration_text"]
 
 #: In the write queue, in place of the frame: metadata replayed at the top
 #: of a new file, which is not a frame received.
@@ -250,181 +250,3 @@ class Syncer:
     def _report_failure(self, failure, f):
         self._report("sync of " + f.path, 0.0,
                      OSError(0, "unexpected error: %s" % (failure.value,)))
-
-
-class _Outage:
-    """
-    A time in which writing fails: since when, why, and the backoff of the
-    retries.
-    """
-
-    def __init__(self, since, cause, first_delay, max_delay):
-        self.since = since
-        self.cause = cause
-        self.reported_at = since
-        self._delay = first_delay
-        self._max_delay = max_delay
-
-    def next_delay(self):
-        delay = self._delay
-        self._delay = min(self._delay * 2, self._max_delay)
-        return delay
-
-
-def _cause(error):
-    """
-    What went wrong, without the path: the same for every retry.
-    """
-    return getattr(error, "strerror", None) or str(error)
-
-
-class Holding:
-    """
-    Frames waiting for the disk, in order, and the outage they wait out: one
-    timer retries, after C{retry_interval} seconds and then twice as long
-    each time up to C{max_retry_interval}.  The outage is logged once when
-    it begins (and when its cause changes), at most once a minute while it
-    lasts, and once when it ends.
-
-    @ivar frames: The frames held, as C{(frame, raw)}.
-    @ivar bytes: Their size.
-    """
-
-    def __init__(self, clock, log, retry, retry_interval=1.0,
-                 max_retry_interval=30.0, max_bytes=1 << 31):
-        """
-        @param log: Returns the L{Logger} to log the outage to.
-        @param retry: Called by the timer: it tries to write the frames.
-        """
-        self._clock = clock
-        self._log = log
-        self._retry = retry
-        self.retry_interval = retry_interval
-        self.max_retry_interval = max(max_retry_interval, retry_interval)
-        self.max_bytes = max_bytes
-        self.frames = deque()
-        self.bytes = 0
-        self._outage = None
-        self._call = None
-
-    def __bool__(self):
-        return bool(self.frames)
-
-    def __len__(self):
-        return len(self.frames)
-
-    @property
-    def outage_seconds(self):
-        """
-        How long writing has failed, or L{None} while it works.
-        """
-        if self._outage is None:
-            return None
-        return self._clock.seconds() - self._outage.since
-
-    def failed(self, error, where):
-        """
-        Writing failed: an outage begins, or its cause is noted if new.
-
-        @param where: The data directory, for the log.
-        """
-        cause = _cause(error)
-        outage = self._outage
-        if outage is None:
-            self._outage = _Outage(self._clock.seconds(), cause,
-                                   self.retry_interval,
-                                   self.max_retry_interval)
-            self._log().error(
-                "Writing under {data_dir} failed: {error}. The stream is "
-                "paused and its frames held until writing works again.",
-                data_dir=where, error=error)
-        elif cause != outage.cause:
-            outage.cause = cause
-            self._log().error("Writing still fails, now: {error}", error=error)
-
-    @property
-    def in_outage(self):
-        return self._outage is not None
-
-    def hold(self, frame, raw, front=False):
-        """
-        Hold a frame, ahead of those held already (C{front}: it came first)
-        or after them, and make sure a retry is due.
-
-        @return: C{False} if it would pass C{max_bytes} and is lost.
-        """
-        if self.bytes + len(raw) > self.max_bytes:
-            return False
-        if front:
-            self.frames.appendleft((frame, raw))
-        else:
-            self.frames.append((frame, raw))
-        self.bytes += len(raw)
-        self.schedule()
-        return True
-
-    def pop(self):
-        frame, raw = self.frames.popleft()
-        self.bytes -= len(raw)
-        return frame, raw
-
-    def schedule(self):
-        """
-        Arm the retry timer, if it is not armed.
-        """
-        if self._call is not None:
-            return
-        delay = (self.retry_interval if self._outage is None
-                 else self._outage.next_delay())
-        self._call = self._clock.callLater(delay, self._fire)
-
-    def _fire(self):
-        self._call = None
-        self._retry()
-
-    def still_failing(self):
-        """
-        A retry left frames held: summarize the outage once a minute, and
-        arm the next retry.
-        """
-        outage = self._outage
-        now = self._clock.seconds()
-        if outage is not None and now - outage.reported_at >= 60:
-            outage.reported_at = now
-            self._log().warn(
-                "Writing has failed for {duration}: {error}; {frames} frames "
-                "waiting", duration=duration_text(now - outage.since),
-                error=outage.cause, frames=len(self.frames))
-        self.schedule()
-
-    def ended(self, where):
-        """
-        Writing works again: say so, and for how long it did not.
-
-        @param where: The file the held frames went to.
-        """
-        outage, self._outage = self._outage, None
-        if outage is None:
-            return
-        self._log().info("Writing works again, after {duration}; the held "
-                       "frames are in {path}",
-                       duration=duration_text(self._clock.seconds()
-                                              - outage.since), path=where)
-
-    def drop_all(self):
-        """
-        Give up the frames held and the outage (at a stop).
-
-        @return: How many frames were given up.
-        """
-        count = len(self.frames)
-        self.frames.clear()
-        self.bytes = 0
-        self._outage = None
-        self.cancel()
-        return count
-
-    def cancel(self):
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None

@@ -1,97 +1,48 @@
 """
 Write the frames of an SO stream to rotating ``.g3`` files.
 
-L{RotatingWriter} is the L{IFrameSink} that joins three parts:
+L{RotatingWriter} is the L{IFrameSink} that joins the rooms of the write
+side, each of which says the rest of its own story:
 
-    - L{tsagg.rules}: the SO stream rules, a state machine that says what
-      each frame means (discard it, end the acquisition or close the file
-      first, write it) and which metadata a new file begins with;
-    - L{tsagg.files}: the names of the files and their safe opening under
+    - L{tsagg.rules}: what each frame means (discard it, end the
+      acquisition or close the file first, write it), and which metadata a
+      new file begins with;
+    - L{tsagg.files}: the names of the files, and their safe opening under
       the data directory;
     - L{tsagg.writepath}: the queue of frames for the open file, written in
-      slices; the write-out, sync and close off the reactor; the frames held
-      through a disk outage, on one retry timer.
+      slices, and the write-out, sync and close off the reactor;
+    - L{tsagg.diskspace}: whether the data file system can take more
+      (read-only, the free-space floor);
+    - L{tsagg.outage}: the frames held while writing fails, the producer
+      paused meanwhile, the retry and the drain;
+    - L{tsagg.recovery}: the data directory at start, crash repair, and the
+      journal of open files.
 
-The writer itself runs the timers of rotation and gap on an injected clock
-(C{IReactorTime}), checks the data file system (read-only, free space), and
-keeps the journal of open files (L{tsagg.journal}).  Files hold the raw
-bytes received, and are only ever cut, rotated or closed at a frame
-boundary.
+The writer carries out the rules' plans, runs the timers of rotation and gap
+on an injected clock (C{IReactorTime}), and keeps the counters and the
+status.  Files hold the raw bytes received, and are only ever cut, rotated
+or closed at a frame boundary.
 """
 
-import errno
 import os
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from tsagg import sostream
-from tsagg.diskspace import (DEFAULT_MIN_FREE, FreeSpaceFloor, free_space,
+from tsagg.diskspace import (DEFAULT_MIN_FREE, BelowFloor, DiskGuard,
                              human_bytes)
-from tsagg.files import Acquisition, DataDirectory, OutsideDataDir
+from tsagg.files import Acquisition, ClosedFile, DataDirectory, OutsideDataDir
 from tsagg.frames import raw_type_code
 from tsagg.interfaces import IFrameSink
-from tsagg.journal import Journal, recover
+from tsagg.outage import Holding
+from tsagg.recovery import DataDirError, Recovery
 from tsagg.rules import GAP, ROTATE, FilePolicy, StreamRules
-from tsagg.writepath import (REPLAYED, Holding, Syncer, WriteQueue,
-                             duration_text)
+from tsagg.writepath import REPLAYED, Syncer, WriteQueue, duration_text
 
 __all__ = ["RotatingWriter", "FilePolicy", "Acquisition", "OutsideDataDir",
            "BelowFloor", "DataDirError", "ClosedFile", "duration_text",
            "ROTATE", "GAP"]
-
-
-class DataDirError(Exception):
-    """
-    The data directory is missing or cannot be written: recording cannot
-    start.  The message is one line, for the operator.
-    """
-
-
-class BelowFloor(OSError):
-    """
-    The data file system has less free space than the floor (C{--min-free}):
-    the disk counts as full.
-    """
-
-
-class ClosedFile:
-    """
-    A file closed for good (synced, and not to be written again), for those
-    who hand it on.
-
-    @ivar path: Its absolute path.
-    @ivar relative: Its path relative to the data directory.
-    @ivar stream_id: The stream (its directory).
-    @ivar session_id: The session id of its frames, or L{None}.
-    @ivar size: Its size in bytes.
-    @ivar frames: Frames in it, replayed metadata included.
-    @ivar scan_frames: Scan frames in it.
-    @ivar first_frame_time: The C{time} of its first frame received, unix
-        seconds, or L{None} if it has none.
-    @ivar last_frame_time: Likewise, of its last frame.
-    @ivar frames_dropped: Frames dropped upstream while it was open.
-    @ivar repaired: Whether it was repaired after a crash.
-    """
-
-    def __init__(self, path, relative, stream_id, session_id, size, frames,
-                 scan_frames, first_frame_time=None, last_frame_time=None,
-                 frames_dropped=0, repaired=False):
-        self.path = path
-        self.relative = relative
-        self.stream_id = stream_id
-        self.session_id = session_id
-        self.size = size
-        self.frames = frames
-        self.scan_frames = scan_frames
-        self.first_frame_time = first_frame_time
-        self.last_frame_time = last_frame_time
-        self.frames_dropped = frames_dropped
-        self.repaired = repaired
-
-    def __repr__(self):
-        return "<ClosedFile %s: %d bytes, %d frames>" % (
-            self.relative, self.size, self.frames)
 
 
 def _frame_time(raw):
@@ -111,15 +62,12 @@ class RotatingWriter:
 
     When writing fails (no space, no permission, a read-only or vanished
     directory), or the free space falls below the floor C{min_free}, an
-    outage begins: the partial frame is cut off, the file is closed (and
-    removed if it holds no frame of data, so a full disk does not fill with
-    empty files), the frames of the read are held and the producer paused,
-    so the socket is not read and the sender keeps the rest.  One timer
-    retries, after C{retry_interval} seconds and then twice as long each time
-    up to C{max_retry_interval}; the gap timer does not end an acquisition
-    whose frames are held.  The outage is logged once when it begins, then
-    at most once a minute, and once when it ends; the held frames then go to
-    disk first, in order, in a new file that begins with the metadata.
+    outage begins (L{tsagg.outage}): the partial frame is cut off, the file
+    is closed (and removed if it holds no frame of data, so a full disk does
+    not fill with empty files), the frames of the read are held and the
+    producer paused.  The gap timer does not end an acquisition whose frames
+    are held; once writing works again they go to disk first, in order, in
+    a new file that begins with the metadata.
 
     Before each batch the open file is checked to be still where it was
     opened (one C{lstat}): a file removed or replaced (the data directory
@@ -182,15 +130,8 @@ class RotatingWriter:
         self.slow_write = slow_write
         self.write_slice = write_slice
         self.writeback_every = writeback_every
-        if not isinstance(min_free, FreeSpaceFloor):
-            min_free = FreeSpaceFloor(min_free)
-        self.min_free = min_free
-        self._statvfs = statvfs
-        self._free_check_bytes = free_check_bytes
-        self._free_check_interval = free_check_interval
-        # When, and at which count of bytes written, the disk was checked.
-        self._free_checked_at = None
-        self._free_checked_bytes = 0
+        self.disk = DiskGuard(self.data_dir, min_free, statvfs,
+                              free_check_bytes, free_check_interval)
 
         self._queue = WriteQueue(self.rules.written)
         self._syncer = Syncer(run_blocking,
@@ -199,16 +140,15 @@ class RotatingWriter:
         self._holding = Holding(clock, lambda: self.log, self._retry_held,
                                 retry_interval, max_retry_interval,
                                 max_held_bytes)
-        self._run_blocking = run_blocking
-        self._journal = None
         self._listeners = []
+        self.recovery = Recovery(self.data_dir, self._closed_for_good,
+                                 lambda: bool(self._listeners),
+                                 self._note_error, run_blocking)
         self._write_call = None
         self._file = None
         self._acq = None
         self._last_write = None
         self._timer = None
-        self._producer = None
-        self._paused = False
         self._closed = False
 
         self.files_written = 0
@@ -225,6 +165,10 @@ class RotatingWriter:
     @property
     def retry_interval(self):
         return self._holding.retry_interval
+
+    @property
+    def min_free(self):
+        return self.disk.min_free
 
     @property
     def frames_written(self):
@@ -272,7 +216,7 @@ class RotatingWriter:
             "last_frame_time": self.last_frame_time,
             "last_error": self.last_error,
         }
-        status.update(self.disk_status())
+        status.update(self.disk.status())
         return status
 
     def disk_status(self):
@@ -280,27 +224,19 @@ class RotatingWriter:
         The free space of the data file system and the floor kept free on
         it, in bytes (L{None} when the file system cannot be examined).
         """
-        try:
-            free, total, _ = free_space(self.data_dir, self._statvfs)
-        except OSError:
-            return {"free_bytes": None, "free_floor_bytes": None}
-        return {"free_bytes": free,
-                "free_floor_bytes": self.min_free.bytes_of(total)}
+        return self.disk.status()
 
     def streamStarted(self, producer):
-        self._producer = producer
-        self._paused = False
-        waiting = bool(self._holding) or bool(self._queue)
+        waiting = self._holding.attach(producer) or bool(self._queue)
         if waiting:
-            self._pause()
+            self._holding.pause()
         # The sender replays its own metadata cache to each new connection;
         # ours would only duplicate it, unless frames held from the last
         # connection still need it at the top of their file.
         self.rules.stream_started(keep_metadata=waiting)
 
     def streamStopped(self, reason):
-        self._producer = None
-        self._paused = False
+        self._holding.detach()
         self._flush()
         if not self._holding:
             self._end_acquisition("disconnect")
@@ -338,6 +274,7 @@ class RotatingWriter:
         Take frames again after L{close}.
         """
         self._closed = False
+        self._holding.restart()
         self.rules.restart()
 
     def close(self):
@@ -354,8 +291,9 @@ class RotatingWriter:
             return None
         self._flush()
         if self._holding:
-            self._drain()
+            self._holding.drain(self._write_held)
         self._closed = True
+        self._holding.stop()
         self._cancel(self._write_call)
         self._write_call = None
         if self._holding:
@@ -365,39 +303,34 @@ class RotatingWriter:
                            "written; they are lost", count=lost)
         else:
             self._holding.ended(self.last_file)
-            self._holding.cancel()
         self._end_acquisition("stop")
         d = self._syncer.synced()
         if d is None:
-            self._close_journal()
+            self.recovery.close()
             return None
-        return d.addCallback(self._close_journal)
+        return d.addCallback(self.recovery.close)
+
+    def prepare(self, create=False):
+        """
+        Make ready to record (L{Recovery.prepare}): the data directory
+        checked, the files a crash left open repaired, the journal begun.
+        """
+        return self.recovery.prepare(create)
 
     def release_journal(self):
         """
         Once closed, let go of the journal even if files wait in it to be
         handed on: it is kept, unlocked, for the next start to take.
         """
-        if self._closed and self._journal is not None:
-            self._journal.close()
-            self._journal = None
+        if self._closed:
+            self.recovery.release()
 
     def handed_on(self, relative):
         """
         A file closed for good was handed on (L{add_closed_file_listener}):
-        the journal need not keep it for the next start.  Once the writer
-        is closed and nothing waits any more, the journal is removed.
+        the journal need not keep it for the next start.
         """
-        journal = self._journal
-        if journal is None:
-            return
-        try:
-            journal.done(relative)
-        except OSError as e:
-            self._note_error("the journal of open files cannot be written: "
-                             "%s" % (e,))
-        if self._closed and journal.empty:
-            self._close_journal()
+        self.recovery.handed_on(relative, self._closed)
 
     def synced(self):
         """
@@ -465,7 +398,12 @@ class RotatingWriter:
                                  "acquisition goes on in a new file"
                                  % (self._file.path,))
                 self._close_file("removed or replaced")
-            self._check_disk(now)
+            verdict = self.disk.verdict(now, self._file is not None,
+                                        self.bytes_written)
+            if verdict is not None:
+                why, error = verdict
+                self._close_file(why)
+                raise error
         if self._file is None:
             if self._acq is None:
                 self._begin_acquisition(plan.session)
@@ -491,7 +429,7 @@ class RotatingWriter:
     def _open(self, now, plan):
         f = self._file = self.dir.open_next(self._acq, now)
         f.dropped_before = self.rules.dropped
-        self._journal_opened(f.relative)
+        self.recovery.opened(f.relative)
         # The new file brings its own rotation deadline.
         self._cancel(self._timer)
         self._timer = None
@@ -502,48 +440,6 @@ class RotatingWriter:
         # Every file stands alone: it starts with the metadata seen so far.
         for raw in self.rules.replay(plan):
             self._queue.push(raw, REPLAYED)
-
-    def _check_disk(self, now):
-        """
-        Check the data file system when a file is to open, and then every
-        C{free_check_bytes} written or C{free_check_interval} seconds: that
-        it is not read-only, and has more free space than the floor.
-
-        A file open before the file system turned read-only (a read-only
-        mount laid over the data directory) could still be written, but no
-        file after it: the acquisition pauses at once, not at the next
-        rotation.
-
-        @raise BelowFloor: There is less than the floor; the open file, if
-            any, has been closed at its frame boundary.
-        @raise OSError: C{EROFS}, likewise.
-        """
-        if (self._file is not None and self._free_checked_at is not None
-                and now - self._free_checked_at < self._free_check_interval
-                and self.bytes_written - self._free_checked_bytes
-                < self._free_check_bytes):
-            return
-        self._free_checked_at = now
-        self._free_checked_bytes = self.bytes_written
-        try:
-            free, total, read_only = free_space(self.data_dir, self._statvfs)
-        except OSError:
-            # Opening the file will tell what is wrong.
-            return
-        if read_only:
-            if self._file is not None:
-                self._close_file("the file system is read-only")
-            raise OSError(errno.EROFS, "Read-only file system (the data "
-                          "directory is on a read-only mount)")
-        floor = self.min_free.bytes_of(total)
-        if free >= floor and free > 0:
-            return
-        if self._file is not None:
-            self._close_file("free space below the floor")
-        raise BelowFloor(
-            errno.ENOSPC, "%s free on %s, below the floor of %s (--min-free "
-            "%s)" % (human_bytes(free), self.data_dir, human_bytes(floor),
-                     self.min_free.text))
 
     # -- the write queue ---------------------------------------------------
 
@@ -557,14 +453,13 @@ class RotatingWriter:
             return
         self._flush(self.write_slice)
         if self._queue:
-            self._pause()
+            self._holding.pause()
             self._write_call = self.clock.callLater(0, self._write_more)
 
     def _write_more(self):
         self._write_call = None
         self._write_some()
-        if not self._queue:
-            self._resume()
+        self._holding.resume(busy=bool(self._queue))
 
     def _flush(self, budget=None):
         """
@@ -650,7 +545,7 @@ class RotatingWriter:
             if error is not None and report:
                 self._note_error("%s failed: %s" % (what, error))
             hand_on = bool(keep and f.data_frames and self._listeners)
-            self._journal_closed(f.relative, hand_on)
+            self.recovery.closed(f.relative, hand_on)
             if hand_on:
                 self._closed_for_good(ClosedFile(
                     f.path, f.relative, stream_id, session_id, f.size,
@@ -672,122 +567,6 @@ class RotatingWriter:
         self._last_write = None
         self._cancel(self._timer)
         self._timer = None
-
-    # -- the journal of open files, for crash repair ---------------------------
-
-    def prepare(self, create=False):
-        """
-        Make ready to record: check that the data directory is there and can
-        be written, repair the files that a recorder killed outright left
-        open in it (L{tsagg.journal}), and begin this writer's journal.
-        Nothing happens if it is ready already.
-
-        @param create: Make the data directory if it does not exist.
-        @return: The L{tsagg.journal.Repair}s of the files repaired.
-        @raise DataDirError: The data directory is missing (and not to be
-            made) or cannot be written.
-        """
-        if self._journal is not None:
-            return []
-        if not os.path.isdir(self.data_dir):
-            if not create or os.path.lexists(self.data_dir):
-                raise DataDirError(
-                    "the data directory %s does not exist or is not a "
-                    "directory" % (self.data_dir,))
-            try:
-                os.makedirs(self.data_dir)
-            except OSError as e:
-                raise DataDirError("cannot make the data directory %s: %s"
-                                   % (self.data_dir, e.strerror or e))
-            self.log.info("Made the data directory {path}",
-                          path=self.data_dir)
-        try:
-            repairs = recover(self.data_dir)
-            self._journal = Journal(self.data_dir)
-        except OSError as e:
-            raise DataDirError("cannot write in the data directory %s: %s"
-                               % (self.data_dir, e.strerror or e))
-        for r in repairs:
-            self._repaired(r)
-        return repairs
-
-    def _repaired(self, r):
-        if r.error is None and not r.left_open:
-            self.log.info("{path}, closed by a recorder that stopped before "
-                          "it was handed on, is handed on now", path=r.path)
-            self._hand_on_found(r)
-            return
-        if r.error is not None:
-            self.log.error("{path}, left open by a recorder that did not "
-                           "stop, could not be repaired: {error}",
-                           path=r.path, error=r.error)
-            return
-        if r.cut:
-            self.log.warn("Repaired {path}, left open by a recorder that did "
-                          "not stop: cut {cut} bytes off its end ({problem}); "
-                          "{frames} whole frames kept", path=r.path, cut=r.cut,
-                          problem=r.problem, frames=r.frames)
-        else:
-            self.log.info("{path}, left open by a recorder that did not stop, "
-                          "ends with a whole frame ({frames} frames); nothing "
-                          "cut", path=r.path, frames=r.frames)
-        self._hand_on_found(r)
-
-    def _hand_on_found(self, r):
-        """
-        Hand on a file found at start: repaired, or closed and not handed
-        on by the recorder before.
-        """
-        if not r.frames or not self._listeners:
-            return
-        parts = r.path.split("/")
-        basename = parts[-1].rsplit("_", 1)[0]
-        session = int(basename) if basename.isdigit() else None
-        self._journal_closed(r.path, True)
-        self._closed_for_good(ClosedFile(
-            os.path.join(self.data_dir, r.path), r.path, parts[-2], session,
-            r.size - r.cut, r.frames, r.scan_frames, repaired=r.left_open))
-
-    def _journal_opened(self, relative):
-        journal = self._journal
-        if journal is None:
-            return
-        try:
-            if not os.path.exists(journal.path):
-                # The data directory was removed or replaced while
-                # recording: begin a journal in the new one.
-                journal.close()
-                journal = self._journal = Journal(self.data_dir)
-            journal.opened(relative)
-        except OSError as e:
-            self._note_error("the journal of open files cannot be written: "
-                             "%s" % (e,))
-            return
-        if self._run_blocking is None:
-            journal.sync_quietly()
-        else:
-            self._run_blocking(journal.sync_quietly)
-
-    def _journal_closed(self, relative, hand_on):
-        if self._journal is None:
-            return
-        try:
-            self._journal.closed(relative, hand_on)
-        except OSError as e:
-            self._note_error("the journal of open files cannot be written: "
-                             "%s" % (e,))
-
-    def _close_journal(self, result=None):
-        """
-        Close the journal once the writer is closed: removed when nothing
-        waits to be handed on, else kept for L{handed_on}, or for the next
-        start when this process ends first.
-        """
-        journal = self._journal
-        if journal is not None and (journal.empty or not self._listeners):
-            journal.close()
-            self._journal = None
-        return result
 
     # -- timers ---------------------------------------------------------------
 
@@ -882,45 +661,24 @@ class RotatingWriter:
             self.frames_lost += 1
             self._note_error("more than %s wait for the disk; a frame is "
                              "lost" % (human_bytes(self._holding.max_bytes),))
-            return
-        if self._closed:
-            self._holding.cancel()
-        self._pause()
-
-    def _pause(self):
-        if self._producer is not None and not self._paused:
-            self._paused = True
-            self._producer.pauseProducing()
-
-    def _resume(self):
-        """
-        Resume the producer once nothing is held or queued.
-        """
-        if (self._paused and self._producer is not None
-                and not self._holding and not self._queue):
-            self._paused = False
-            self._producer.resumeProducing()
 
     def _retry_held(self):
-        self._drain()
-        if self._holding:
+        if not self._holding.drain(self._write_held):
             if not self._closed:
                 self._holding.still_failing()
             return
+        # Writing works again.
         where = self._file.relative if self._file is not None else \
             self.last_file
         self._holding.ended(where)
-        if self._producer is None:
+        if self._holding.producer is None:
             # The stream went away while frames were held.
             self._end_acquisition("disconnect")
         else:
-            self._resume()
+            self._holding.resume(busy=bool(self._queue))
 
-    def _drain(self):
-        while self._holding:
-            frame, raw = self._holding.pop()
-            before = self.write_errors
-            self._handle(frame, raw)
-            self._flush()
-            if self.write_errors != before:
-                return
+    def _write_held(self, frame, raw):
+        before = self.write_errors
+        self._handle(frame, raw)
+        self._flush()
+        return self.write_errors == before
