@@ -37,6 +37,7 @@ from tsagg.frames import raw_type_code
 from tsagg.interfaces import IFrameSink
 from tsagg.outage import Holding
 from tsagg.recovery import DataDirError, Recovery
+from tsagg.rotation import HELD, WRITING, AcquisitionTimer
 from tsagg.rules import GAP, ROTATE, FilePolicy, StreamRules
 from tsagg.writepath import REPLAYED, Syncer, WriteQueue, duration_text
 
@@ -147,8 +148,9 @@ class RotatingWriter:
         self._write_call = None
         self._file = None
         self._acq = None
-        self._last_write = None
-        self._timer = None
+        self._timer = AcquisitionTimer(clock, self.policy, self._opened_at,
+                                       self._waiting, self._gap,
+                                       self._rotation_due)
         self._closed = False
 
         self.files_written = 0
@@ -409,9 +411,7 @@ class RotatingWriter:
                 self._begin_acquisition(plan.session)
             self._open(now, plan)
         self._queue.push(raw, frame, plan)
-        self._last_write = now
-        if self._timer is None:
-            self._schedule()
+        self._timer.wrote(now)
 
     def _begin_acquisition(self, session):
         basename = (str(session) if session is not None
@@ -430,9 +430,7 @@ class RotatingWriter:
         f = self._file = self.dir.open_next(self._acq, now)
         f.dropped_before = self.rules.dropped
         self.recovery.opened(f.relative)
-        # The new file brings its own rotation deadline.
-        self._cancel(self._timer)
-        self._timer = None
+        self._timer.file_opened()
         self.files_written += 1
         if not self._holding.in_outage:
             # In an outage, the retry's file is named when writing works.
@@ -564,9 +562,7 @@ class RotatingWriter:
     def _end_acquisition(self, why):
         self._close_file(why)
         self._acq = None
-        self._last_write = None
-        self._cancel(self._timer)
-        self._timer = None
+        self._timer.stop()
 
     # -- timers ---------------------------------------------------------------
 
@@ -579,34 +575,21 @@ class RotatingWriter:
             return None
         return self._file.opened_at
 
-    def _schedule(self):
-        when = self.policy.deadline(self._opened_at(), self._last_write)
-        delay = max(0.0, when - self.clock.seconds())
-        self._timer = self.clock.callLater(delay, self._timer_fired)
-
-    def _timer_fired(self):
-        self._timer = None
-        if self._acq is None or self._last_write is None:
-            return
+    def _waiting(self):
         if self._holding:
-            # The frames are not missing, they wait for the disk: writing
-            # them re-arms the timer.
-            return
+            return HELD
         if self._queue:
-            # A large frame is still being written: decide after it.
-            self._timer = self.clock.callLater(0, self._timer_fired)
-            return
-        action = self.policy.decide(self.clock.seconds(), self._opened_at(),
-                                    self._last_write)
-        if action == GAP:
-            self.log.info("No frame for {gap} s: acquisition ends",
-                          gap=self.policy.gap_timeout)
-            self._end_acquisition("gap")
-            return
-        if action == ROTATE:
-            # Closed just before the next data frame.
-            self.rules.rotation_due = True
-        self._schedule()
+            return WRITING
+        return None
+
+    def _gap(self):
+        self.log.info("No frame for {gap} s: acquisition ends",
+                      gap=self.policy.gap_timeout)
+        self._end_acquisition("gap")
+
+    def _rotation_due(self):
+        # Closed just before the next data frame.
+        self.rules.rotation_due = True
 
     def _cancel(self, call):
         if call is not None and call.active():
