@@ -36,18 +36,15 @@ from tsagg.files import Acquisition, ClosedFile, DataDirectory, OutsideDataDir
 from tsagg.frames import raw_type_code
 from tsagg.interfaces import IFrameSink
 from tsagg.outage import Holding
+from tsagg.output import FileOutput
 from tsagg.recovery import DataDirError, Recovery
 from tsagg.rotation import HELD, WRITING, AcquisitionTimer
 from tsagg.rules import GAP, ROTATE, FilePolicy, StreamRules
-from tsagg.writepath import REPLAYED, Syncer, WriteQueue, duration_text
+from tsagg.writepath import duration_text
 
 __all__ = ["RotatingWriter", "FilePolicy", "Acquisition", "OutsideDataDir",
            "BelowFloor", "DataDirError", "ClosedFile", "duration_text",
            "ROTATE", "GAP"]
-
-
-def _frame_time(raw):
-    return None if raw is None else sostream.frame_time(raw)
 
 
 @implementer(IFrameSink)
@@ -134,35 +131,29 @@ class RotatingWriter:
         self.disk = DiskGuard(self.data_dir, min_free, statvfs,
                               free_check_bytes, free_check_interval)
 
-        self._queue = WriteQueue(self.rules.written)
-        self._syncer = Syncer(run_blocking,
-                              writeback_every if fsync else None,
-                              self._write_out_done)
+        self._out = out = FileOutput(
+            self.dir, clock, lambda: self.log, self._note_error,
+            self.rules.written, fsync, slow_write, run_blocking,
+            writeback_every)
+        self._queue = out.queue
         self._holding = Holding(clock, lambda: self.log, self._retry_held,
                                 retry_interval, max_retry_interval,
                                 max_held_bytes)
-        self._listeners = []
-        self.recovery = Recovery(self.data_dir, self._closed_for_good,
-                                 lambda: bool(self._listeners),
-                                 self._note_error, run_blocking)
+        self.recovery = out.recovery = Recovery(
+            self.data_dir, out.hand_on, lambda: bool(out.listeners),
+            self._note_error, run_blocking)
         self._write_call = None
-        self._file = None
         self._acq = None
         self._timer = AcquisitionTimer(clock, self.policy, self._opened_at,
                                        self._waiting, self._gap,
                                        self._rotation_due)
         self._closed = False
 
-        self.files_written = 0
         self.frames_received = 0
         self.frames_lost = 0
         self.write_errors = 0
         self.last_error = None
         self.last_frame_time = None
-        self.last_file = None
-        self.files_vanished = 0
-        self.slow_writes = 0
-        self.slowest_write = 0.0
 
     @property
     def retry_interval(self):
@@ -180,13 +171,21 @@ class RotatingWriter:
     def bytes_written(self):
         return self._queue.bytes_written
 
+    @property
+    def _file(self):
+        return self._out.file
+
+    @property
+    def last_file(self):
+        return self._out.last_file
+
     def add_closed_file_listener(self, listener):
         """
         Call C{listener} with the L{ClosedFile} of every file closed for
         good from now on (in the reactor thread, once it is synced), and of
         every file repaired after a crash by L{prepare}.
         """
-        self._listeners.append(listener)
+        self._out.listeners.append(listener)
 
     # -- IFrameSink ----------------------------------------------------------
 
@@ -201,7 +200,7 @@ class RotatingWriter:
             "last_file": self.last_file,
             "stream_id": acq.stream_id if acq else self.rules.stream_id,
             "session_id": acq.session_id if acq else None,
-            "files_written": self.files_written,
+            "files_written": self._out.files_written,
             "frames_written": self.frames_written,
             "bytes_written": self.bytes_written,
             "frames_received": self.frames_received,
@@ -212,9 +211,9 @@ class RotatingWriter:
             "outage_seconds": self._holding.outage_seconds,
             "frames_lost": self.frames_lost,
             "write_errors": self.write_errors,
-            "files_vanished": self.files_vanished,
-            "slow_writes": self.slow_writes,
-            "slowest_write": self.slowest_write,
+            "files_vanished": self._out.files_vanished,
+            "slow_writes": self._out.slow_writes,
+            "slowest_write": self._out.slowest_write,
             "last_frame_time": self.last_frame_time,
             "last_error": self.last_error,
         }
@@ -296,7 +295,8 @@ class RotatingWriter:
             self._holding.drain(self._write_held)
         self._closed = True
         self._holding.stop()
-        self._cancel(self._write_call)
+        if self._write_call is not None and self._write_call.active():
+            self._write_call.cancel()
         self._write_call = None
         if self._holding:
             lost = self._holding.drop_all()
@@ -306,7 +306,7 @@ class RotatingWriter:
         else:
             self._holding.ended(self.last_file)
         self._end_acquisition("stop")
-        d = self._syncer.synced()
+        d = self._out.syncer.synced()
         if d is None:
             self.recovery.close()
             return None
@@ -339,7 +339,7 @@ class RotatingWriter:
         @return: A L{Deferred} that fires when every closed file is synced
             and closed, or L{None} if none is pending.
         """
-        return self._syncer.synced()
+        return self._out.syncer.synced()
 
     # -- the rules, carried out ------------------------------------------
 
@@ -393,12 +393,7 @@ class RotatingWriter:
         now = self.clock.seconds()
         if not self._queue:
             # Checked once per batch: what is queued was checked with it.
-            if (self._file is not None
-                    and not self.dir.still_in_place(self._file)):
-                self.files_vanished += 1
-                self._note_error("%s was removed or replaced while open; the "
-                                 "acquisition goes on in a new file"
-                                 % (self._file.path,))
+            if self._out.vanished():
                 self._close_file("removed or replaced")
             verdict = self.disk.verdict(now, self._file is not None,
                                         self.bytes_written)
@@ -427,17 +422,12 @@ class RotatingWriter:
                           stream=stream_id)
 
     def _open(self, now, plan):
-        f = self._file = self.dir.open_next(self._acq, now)
-        f.dropped_before = self.rules.dropped
-        self.recovery.opened(f.relative)
-        self._timer.file_opened()
-        self.files_written += 1
-        if not self._holding.in_outage:
-            # In an outage, the retry's file is named when writing works.
-            self.log.info("Opened {path}", path=f.relative)
         # Every file stands alone: it starts with the metadata seen so far.
-        for raw in self.rules.replay(plan):
-            self._queue.push(raw, REPLAYED)
+        # In an outage, the retry's file is named when writing works.
+        self._out.open(self._acq, now, self.rules.dropped,
+                       self.rules.replay(plan),
+                       quiet=self._holding.in_outage)
+        self._timer.file_opened()
 
     # -- the write queue ---------------------------------------------------
 
@@ -467,43 +457,14 @@ class RotatingWriter:
 
         @return: C{True} if nothing is left queued and nothing failed.
         """
-        queue = self._queue
-        if not queue:
-            return True
-        f = self._file
-        started = self.clock.seconds()
-        error = queue.write(f, budget)
-        self._timed("write to " + f.path, self.clock.seconds() - started)
+        error = self._out.flush(budget)
         if error is None:
-            self._syncer.write_back(f)
-            return not queue
-        cut = getattr(error, "cut_failed", None)
-        if cut is not None:
-            self.log.error("Could not cut a partial frame off {path}: {err}",
-                           path=f.path, err=cut)
-        failed = queue.take_failed()
+            return not self._queue
+        failed = self._queue.take_failed()
         self._write_failed(error)
         for frame, raw in reversed(failed):
             self._hold(frame, raw, front=True)
         return False
-
-    def _timed(self, what, took):
-        """
-        Note how long a blocking call took, once it returned.
-
-        @param took: Its duration, in seconds, timed around the call itself.
-        """
-        if took > self.slowest_write:
-            self.slowest_write = took
-        if took >= self.slow_write:
-            self.slow_writes += 1
-            self.log.warn("The disk stalled: {what} took {seconds:.1f} s",
-                          what=what, seconds=took)
-
-    def _write_out_done(self, what, took, error):
-        self._timed(what, took)
-        if error is not None:
-            self._note_error("%s failed: %s" % (what, error))
 
     # -- closing files -----------------------------------------------------
 
@@ -511,53 +472,10 @@ class RotatingWriter:
         if not self._flush():
             # Writing failed: the file is given up, its frames held.
             return
-        f = self._file
-        if f is None:
+        if self._file is None:
             return
-        self._file = None
         self.rules.file_closed()
-        self.last_file = f.path
-        self.log.info("Closed {path} ({why}): {seconds} s, {size}, {frames} "
-                      "frames, {dropped} dropped", path=f.relative, why=why,
-                      seconds=int(round(self.clock.seconds() - f.opened_at)),
-                      size=human_bytes(f.size), frames=f.frames,
-                      dropped=self.rules.dropped - f.dropped_before)
-        self._release(f, self.fsync)
-
-    def _release(self, f, fsync, report=True, keep=True):
-        """
-        Sync (if C{fsync}) and close a file that is no longer written; then
-        take it off the journal and hand it on.
-
-        @param report: Whether a failed sync is an error to report.
-        @param keep: Whether the file stays (it is not being removed).
-        """
-        acq = self._acq
-        stream_id = acq.stream_id if acq else self.default_stream_id
-        session_id = acq.session_id if acq else None
-        dropped = self.rules.dropped - f.dropped_before
-
-        def done(error, took):
-            what = ("fsync of " if fsync else "close of ") + f.path
-            self._timed(what, took)
-            if error is not None and report:
-                self._note_error("%s failed: %s" % (what, error))
-            hand_on = bool(keep and f.data_frames and self._listeners)
-            self.recovery.closed(f.relative, hand_on)
-            if hand_on:
-                self._closed_for_good(ClosedFile(
-                    f.path, f.relative, stream_id, session_id, f.size,
-                    f.frames, f.scan_frames, _frame_time(f.first_raw),
-                    _frame_time(f.last_raw), dropped))
-        self._syncer.release(f, fsync, done)
-
-    def _closed_for_good(self, closed):
-        for listener in self._listeners:
-            try:
-                listener(closed)
-            except Exception:
-                self.log.failure("Handing on {path} failed",
-                                 path=closed.relative)
+        self._out.close(why, self._acq, self.rules.dropped)
 
     def _end_acquisition(self, why):
         self._close_file(why)
@@ -591,9 +509,6 @@ class RotatingWriter:
         # Closed just before the next data frame.
         self.rules.rotation_due = True
 
-    def _cancel(self, call):
-        if call is not None and call.active():
-            call.cancel()
 
     # -- write errors and backpressure ------------------------------------
 
@@ -603,32 +518,10 @@ class RotatingWriter:
         self._holding.failed(error, self.data_dir)
         # The file may be unusable (its directory gone, the disk failing):
         # the acquisition goes on in a new file once writing works again.
-        f = self._file
-        if f is None:
+        if self._file is None:
             return
-        self._file = None
         self.rules.file_closed()
-        keep = True
-        if f.data_frames == 0 and self.dir.still_in_place(f):
-            # Nothing but replayed metadata (or nothing at all) went in: do
-            # not leave it behind, and use its number for the next try.
-            try:
-                os.unlink(f.path)
-                if self._acq is not None:
-                    self._acq.next_index = f.index
-                self.files_written -= 1
-                keep = False
-            except OSError:
-                pass
-            fsync = False
-        else:
-            self.last_file = f.path
-            fsync = self.fsync
-            self.log.info("Closed {path} (writing failed): {frames} frames, "
-                          "{size}", path=f.relative, frames=f.frames,
-                          size=human_bytes(f.size))
-        # The disk is failing: a failed sync of what it took is no news.
-        self._release(f, fsync, report=False, keep=keep)
+        self._out.give_up(self._acq, self.rules.dropped)
 
     def _note_error(self, message):
         # The retries of a failing disk fail the same way every time: log
