@@ -145,7 +145,7 @@ class RecordTests(HandoffTestCase):
         self.patch(os, "writev", writev)
         writer, _ = self.record(opener=opener, min_free=0)
         self.send(writer, F.observation(), F.scan(2))
-        writer._close_file("rotation")
+        writer._acqs.close_file("rotation")
         fail.append(True)
         self.send(writer, F.scan(3))
         self.clock.advance(1)

@@ -196,7 +196,7 @@ class HeldAcquisitionTests(OutageTestCase):
         first = self.send(writer, F.observation(), F.scan(2))
         opener.failing = True
         # A START-less session continues: the file is full, say.
-        writer._close_file("rotation")
+        writer._acqs.close_file("rotation")
         held = self.send(writer, F.scan(3))
         for _ in range(10):
             self.clock.advance(30)
@@ -217,7 +217,7 @@ class HeldAcquisitionTests(OutageTestCase):
         opener.failing = False
         writer = self.make_writer(opener=opener)
         first = self.send(writer, F.observation(), F.wiring(), F.scan(3))
-        writer._close_file("rotation")
+        writer._acqs.close_file("rotation")
         opener.failing = True
         held = self.send(writer, F.scan(4), F.scan(5))
         writer.streamStopped(Failure(Exception("the sender restarted")))

@@ -113,6 +113,13 @@ class Holding:
             outage.cause = cause
             self._log().error("Writing still fails, now: {error}", error=error)
 
+    def status(self):
+        """
+        The outage's part of the writer's status.
+        """
+        return {"frames_held": len(self.frames), "bytes_held": self.bytes,
+                "outage_seconds": self.outage_seconds}
+
     @property
     def in_outage(self):
         return self._outage is not None

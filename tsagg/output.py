@@ -63,6 +63,24 @@ class FileOutput:
         self.slow_writes = 0
         self.slowest_write = 0.0
 
+    def status(self):
+        """
+        The files' part of the writer's status.
+        """
+        f = self.file
+        return {
+            "current_file": f.path if f else None,
+            "current_file_age": (self.clock.seconds() - f.opened_at
+                                 if f else None),
+            "last_file": self.last_file,
+            "files_written": self.files_written,
+            "frames_written": self.queue.frames_written,
+            "bytes_written": self.queue.bytes_written,
+            "files_vanished": self.files_vanished,
+            "slow_writes": self.slow_writes,
+            "slowest_write": self.slowest_write,
+        }
+
     # -- the open file ---------------------------------------------------
 
     def open(self, acquisition, now, dropped, replay, quiet=False):

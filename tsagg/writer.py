@@ -1,27 +1,27 @@
 """
 Write the frames of an SO stream to rotating ``.g3`` files.
 
-L{RotatingWriter} is the L{IFrameSink} that joins the rooms of the write
-side, each of which says the rest of its own story:
+L{RotatingWriter} is the L{IFrameSink}: it takes the frames of each read of
+the socket, has the rules' plans carried out, writes the queue in slices
+across reactor turns, reacts when writing fails and when it works again,
+and keeps the counters and the status.  Each room it joins says the rest:
 
-    - L{tsagg.rules}: what each frame means (discard it, end the
-      acquisition or close the file first, write it), and which metadata a
-      new file begins with;
-    - L{tsagg.files}: the names of the files, and their safe opening under
-      the data directory;
-    - L{tsagg.writepath}: the queue of frames for the open file, written in
-      slices, and the write-out, sync and close off the reactor;
-    - L{tsagg.diskspace}: whether the data file system can take more
-      (read-only, the free-space floor);
+    - L{tsagg.rules}: what each frame means, and the metadata a new file
+      begins with;
+    - L{tsagg.acquisitions}: the plans carried out: acquisitions begun and
+      ended, files opened and closed, the timer of rotation and gap
+      (L{tsagg.rotation});
+    - L{tsagg.output}: the open file fed through the write queue
+      (L{tsagg.writepath}), and files closed, synced and handed on;
+    - L{tsagg.files}: the names of the files, and their safe opening;
+    - L{tsagg.diskspace}: whether the data file system can take more;
     - L{tsagg.outage}: the frames held while writing fails, the producer
       paused meanwhile, the retry and the drain;
     - L{tsagg.recovery}: the data directory at start, crash repair, and the
       journal of open files.
 
-The writer carries out the rules' plans, runs the timers of rotation and gap
-on an injected clock (C{IReactorTime}), and keeps the counters and the
-status.  Files hold the raw bytes received, and are only ever cut, rotated
-or closed at a frame boundary.
+Files hold the raw bytes received, and are only ever cut, rotated or closed
+at a frame boundary.
 """
 
 import os
@@ -30,15 +30,15 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from tsagg import sostream
+from tsagg.acquisitions import Acquisitions
 from tsagg.diskspace import (DEFAULT_MIN_FREE, BelowFloor, DiskGuard,
                              human_bytes)
 from tsagg.files import Acquisition, ClosedFile, DataDirectory, OutsideDataDir
-from tsagg.frames import raw_type_code
 from tsagg.interfaces import IFrameSink
 from tsagg.outage import Holding
 from tsagg.output import FileOutput
 from tsagg.recovery import DataDirError, Recovery
-from tsagg.rotation import HELD, WRITING, AcquisitionTimer
+from tsagg.rotation import HELD, WRITING
 from tsagg.rules import GAP, ROTATE, FilePolicy, StreamRules
 from tsagg.writepath import duration_text
 
@@ -52,43 +52,14 @@ class RotatingWriter:
     """
     Record one SO stream into rotating files under a data directory.
 
-    The rules are those of L{tsagg.rules}: flow control is never written,
-    START and END close the file, a new session begins a new acquisition,
-    a file due for rotation closes just before the next data frame, and
-    each new file begins with the metadata (the whole status chain of
-    Wiring frames included).
-
-    When writing fails (no space, no permission, a read-only or vanished
-    directory), or the free space falls below the floor C{min_free}, an
-    outage begins (L{tsagg.outage}): the partial frame is cut off, the file
-    is closed (and removed if it holds no frame of data, so a full disk does
-    not fill with empty files), the frames of the read are held and the
-    producer paused.  The gap timer does not end an acquisition whose frames
-    are held; once writing works again they go to disk first, in order, in
-    a new file that begins with the metadata.
-
-    Before each batch the open file is checked to be still where it was
-    opened (one C{lstat}): a file removed or replaced (the data directory
-    moved aside, or deleted) is reported and closed, and the acquisition
-    goes on in a new file at the configured place.
-
-    Writes run in the reactor thread: a stalled file system stalls the
-    reactor, so the socket is not read and nothing piles up in memory.  The
-    frames of one batch (L{framesReceived}: one read of the socket) are
-    queued and written with one C{writev}, at most C{write_slice} bytes per
-    reactor turn; while more wait, the producer is paused and the rest is
-    written in the next turns.  Anything that closes or changes the file (a
-    flow-control or metadata frame, a new session, rotation, a stop) first
-    writes what is queued.
-
-    The C{fsync} and close of a finished file, and the write-out of the open
-    one every C{writeback_every} bytes, run through C{run_blocking} (a
-    thread, in the service) when one is given.  A write or sync slower than
-    C{slow_write} seconds is logged and counted once it returns; the time of
-    a call run in a thread is taken there, around the call itself.
-
-    Once a file is closed for good (synced), each listener added with
-    L{add_closed_file_listener} is called with its L{ClosedFile}.
+    Writes run in the reactor thread: one C{writev} per batch, at most
+    C{write_slice} bytes per reactor turn, the producer paused while more
+    wait, so that a stalled file system stalls the reactor and nothing piles
+    up in memory.  Anything that closes or changes the file first writes
+    what is queued.  When writing fails, the frames are held through the
+    outage (L{tsagg.outage}) and go first, in order, into a new file once
+    writing works again.  Each file closed for good goes to the listeners
+    of L{add_closed_file_listener}.
 
     @ivar data_dir: The absolute, real path of the data directory.
     @ivar default_stream_id: Directory name for streams that do not name
@@ -142,11 +113,11 @@ class RotatingWriter:
         self.recovery = out.recovery = Recovery(
             self.data_dir, out.hand_on, lambda: bool(out.listeners),
             self._note_error, run_blocking)
+        self._acqs = Acquisitions(self.rules, out, self.disk, clock,
+                                  self.policy, self._waiting,
+                                  default_stream_id, self.wall_time,
+                                  lambda: self.log)
         self._write_call = None
-        self._acq = None
-        self._timer = AcquisitionTimer(clock, self.policy, self._opened_at,
-                                       self._waiting, self._gap,
-                                       self._rotation_due)
         self._closed = False
 
         self.frames_received = 0
@@ -191,41 +162,16 @@ class RotatingWriter:
 
     @property
     def status(self):
-        acq = self._acq
-        f = self._file
         status = {
-            "current_file": f.path if f else None,
-            "current_file_age": (self.clock.seconds() - f.opened_at
-                                 if f else None),
-            "last_file": self.last_file,
-            "stream_id": acq.stream_id if acq else self.rules.stream_id,
-            "session_id": acq.session_id if acq else None,
-            "files_written": self._out.files_written,
-            "frames_written": self.frames_written,
-            "bytes_written": self.bytes_written,
             "frames_received": self.frames_received,
-            "flow_control_frames": dict(self.rules.flow_control),
-            "frames_dropped_upstream": self.rules.dropped,
-            "frames_held": len(self._holding),
-            "bytes_held": self._holding.bytes,
-            "outage_seconds": self._holding.outage_seconds,
             "frames_lost": self.frames_lost,
             "write_errors": self.write_errors,
-            "files_vanished": self._out.files_vanished,
-            "slow_writes": self._out.slow_writes,
-            "slowest_write": self._out.slowest_write,
             "last_frame_time": self.last_frame_time,
             "last_error": self.last_error,
         }
-        status.update(self.disk.status())
+        for room in (self._acqs, self._out, self._holding, self.disk):
+            status.update(room.status())
         return status
-
-    def disk_status(self):
-        """
-        The free space of the data file system and the floor kept free on
-        it, in bytes (L{None} when the file system cannot be examined).
-        """
-        return self.disk.status()
 
     def streamStarted(self, producer):
         waiting = self._holding.attach(producer) or bool(self._queue)
@@ -334,13 +280,6 @@ class RotatingWriter:
         """
         self.recovery.handed_on(relative, self._closed)
 
-    def synced(self):
-        """
-        @return: A L{Deferred} that fires when every closed file is synced
-            and closed, or L{None} if none is pending.
-        """
-        return self._out.syncer.synced()
-
     # -- the rules, carried out ------------------------------------------
 
     def _handle(self, frame, raw):
@@ -348,31 +287,15 @@ class RotatingWriter:
         Apply the rules to one frame, and queue it for its file; a frame
         that cannot be written now is held.
         """
-        code = raw_type_code(raw)
-        # The rules read their keys from the raw bytes: spt3g's decoder of a
-        # blob allocates whatever length a hostile blob declares.
-        fields = sostream.FrameFields(raw, getattr(frame, "entries", None))
-        acq = self._acq
-        plan = self.rules.plan(raw, code, fields,
-                               acq.session_id if acq else None,
-                               self._file is not None)
+        plan = self._acqs.plan(frame, raw)
         if self._queue and not plan.plain_data:
             # This frame may close the file or change what a new one starts
             # with: what is queued goes first.
             if not self._flush():
                 self._hold(frame, raw)
                 return
-        self.rules.apply(plan)
-        if plan.discard == "unknown":
-            self.log.warn("Discarding a flow-control frame of unknown value")
-        if plan.end is not None:
-            self._end_acquisition(plan.end)
-        elif plan.close is not None:
-            self._close_file(plan.close)
-        if not plan.write:
-            return
         try:
-            self._write(frame, raw, plan)
+            self._acqs.carry_out(plan, frame, raw, self._holding.in_outage)
         except OSError as e:
             self._write_failed(e)
             self._hold(frame, raw, front=True)
@@ -381,53 +304,6 @@ class RotatingWriter:
             # Metadata is replayed once it is on disk, so that a new file
             # never starts with a frame that is not in the files before it.
             self._flush()
-
-    def _write(self, frame, raw, plan):
-        """
-        Queue one frame for the file it belongs in, opening that file if
-        need be.
-
-        @raise OSError: No file could be opened, or the disk is below its
-            floor or read-only.
-        """
-        now = self.clock.seconds()
-        if not self._queue:
-            # Checked once per batch: what is queued was checked with it.
-            if self._out.vanished():
-                self._close_file("removed or replaced")
-            verdict = self.disk.verdict(now, self._file is not None,
-                                        self.bytes_written)
-            if verdict is not None:
-                why, error = verdict
-                self._close_file(why)
-                raise error
-        if self._file is None:
-            if self._acq is None:
-                self._begin_acquisition(plan.session)
-            self._open(now, plan)
-        self._queue.push(raw, frame, plan)
-        self._timer.wrote(now)
-
-    def _begin_acquisition(self, session):
-        basename = (str(session) if session is not None
-                    else str(int(self.wall_time())))
-        stream_id = self.rules.stream_id or self.default_stream_id
-        self._acq = Acquisition(basename, stream_id, session)
-        if session is not None:
-            self.log.info("Session {basename} of {stream} started",
-                          basename=basename, stream=stream_id)
-        else:
-            self.log.info("Acquisition {basename} of {stream} started (its "
-                          "frames carry no session id)", basename=basename,
-                          stream=stream_id)
-
-    def _open(self, now, plan):
-        # Every file stands alone: it starts with the metadata seen so far.
-        # In an outage, the retry's file is named when writing works.
-        self._out.open(self._acq, now, self.rules.dropped,
-                       self.rules.replay(plan),
-                       quiet=self._holding.in_outage)
-        self._timer.file_opened()
 
     # -- the write queue ---------------------------------------------------
 
@@ -466,32 +342,10 @@ class RotatingWriter:
             self._hold(frame, raw, front=True)
         return False
 
-    # -- closing files -----------------------------------------------------
-
-    def _close_file(self, why):
-        if not self._flush():
-            # Writing failed: the file is given up, its frames held.
-            return
-        if self._file is None:
-            return
-        self.rules.file_closed()
-        self._out.close(why, self._acq, self.rules.dropped)
-
     def _end_acquisition(self, why):
-        self._close_file(why)
-        self._acq = None
-        self._timer.stop()
-
-    # -- timers ---------------------------------------------------------------
-
-    def _opened_at(self):
-        """
-        When the open file opened, for its rotation deadline; L{None} if no
-        file is open or it is due already.
-        """
-        if self._file is None or self.rules.rotation_due:
-            return None
-        return self._file.opened_at
+        # A failed flush gives the file up: then there is none to close.
+        self._flush()
+        self._acqs.end(why)
 
     def _waiting(self):
         if self._holding:
@@ -499,16 +353,6 @@ class RotatingWriter:
         if self._queue:
             return WRITING
         return None
-
-    def _gap(self):
-        self.log.info("No frame for {gap} s: acquisition ends",
-                      gap=self.policy.gap_timeout)
-        self._end_acquisition("gap")
-
-    def _rotation_due(self):
-        # Closed just before the next data frame.
-        self.rules.rotation_due = True
-
 
     # -- write errors and backpressure ------------------------------------
 
@@ -518,10 +362,7 @@ class RotatingWriter:
         self._holding.failed(error, self.data_dir)
         # The file may be unusable (its directory gone, the disk failing):
         # the acquisition goes on in a new file once writing works again.
-        if self._file is None:
-            return
-        self.rules.file_closed()
-        self._out.give_up(self._acq, self.rules.dropped)
+        self._acqs.give_up_file()
 
     def _note_error(self, message):
         # The retries of a failing disk fail the same way every time: log
