@@ -494,11 +494,22 @@ class ConnectionTests(WriterTestCase):
         self.assertIsNone(self.writer.status["current_file"])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_new_connection_forgets_metadata(self):
+    def test_a_session_goes_on_over_a_new_connection(self):
+        sent = self.send(F.observation(), F.scan(1))
+        self.writer.streamStopped(Failure(Exception("gone")))
+        self.writer.streamStarted(self.producer)
+        sent += self.send(F.scan(2))
+        self.writer.close()
+        files = self.files()
+        self.assertEqual([os.path.basename(p) for p, _ in files],
+                         ["1700000000_000.g3", "1700000000_001.g3"])
+        self.assertEqual(files[1][1], [sent[0], sent[2]])
+
+    def test_a_new_connection_of_another_session_forgets_metadata(self):
         self.send(F.observation(), F.scan(1))
         self.writer.streamStopped(Failure(Exception("gone")))
         self.writer.streamStarted(self.producer)
-        self.send(F.scan(2))
+        self.send(F.scan(2, session_id=1700000100))
         self.writer.close()
         self.assertEqual(types_in(self.files()[-1][1]), "S")
 
@@ -622,7 +633,9 @@ class ReplayTests(WriterTestCase):
         self.writer.streamStarted(self.producer)
         self.send(F.observation(frame_num=0), F.wiring(frame_num=1),
                   F.scan(10))
-        self.assertEqual(self.writer.status["frames_dropped_upstream"], 6)
+        # A break's frames are missed, not dropped upstream.
+        self.assertEqual(self.writer.status["frames_missed_in_breaks"], 6)
+        self.assertEqual(self.writer.status["frames_dropped_upstream"], 0)
 
     def test_start_after_stop_sets_a_new_baseline(self):
         self.send(F.scan(2))

@@ -5,6 +5,12 @@ the metadata) and closed at the right frame, and its one timer of rotation
 and gap.  L{tsagg.rules} decides; this acts, through the open file of
 L{tsagg.output}.  What is queued is written by the writer first: here, a
 file closes with its queue already written.
+
+An acquisition of a session outlives its connection: a disconnect closes
+its file, and the session goes on in the next file if the next connection
+brings more of it.  After a restart, the first frames of a session whose
+files the data directory holds take it back from its last file
+(L{tsagg.recovery.Recovery.last_file_of}): the files on disk are the state.
 """
 
 from tsagg import sostream
@@ -26,7 +32,8 @@ class Acquisitions:
     """
 
     def __init__(self, rules, output, disk, clock, policy, waiting,
-                 default_stream_id, wall_time, log):
+                 default_stream_id, wall_time, log, recovery=None,
+                 resumed=None):
         """
         @param output: The L{tsagg.output.FileOutput}.
         @param disk: The L{tsagg.diskspace.DiskGuard}.
@@ -36,9 +43,20 @@ class Acquisitions:
         @param wall_time: Returns the unix time, which names acquisitions
             without a session id.
         @param log: Returns the L{Logger} to log to (the writer's).
+        @param recovery: The L{tsagg.recovery.Recovery} that finds a
+            session's last file, or L{None}.
+        @param resumed: Returns the callable told C{(session_id, missed)}
+            when a session goes on after a break of the connection, or
+            L{None}.
         """
         self.rules = rules
         self.current = None
+        self.frames_missed = 0
+        self.joined_midway = None
+        self._recovery = recovery
+        self._resumed = resumed
+        # The session last looked for on disk, while none is in progress.
+        self._looked_up = None
         self.default_stream_id = default_stream_id
         self._out = output
         self._disk = disk
@@ -59,19 +77,56 @@ class Acquisitions:
             "session_id": acq.session_id if acq else None,
             "flow_control_frames": dict(self.rules.flow_control),
             "frames_dropped_upstream": self.rules.dropped,
+            "frames_missed_in_breaks": self.frames_missed,
+            "joined_midway": self.joined_midway,
         }
 
     def plan(self, frame, raw):
         """
-        What the rules make of one frame now (nothing changes yet).
+        What the rules make of one frame now (nothing changes yet).  The
+        first frame of a session whose files are on disk, while no
+        acquisition is in progress, takes the session back from them.
         """
         # The rules read their keys from the raw bytes: spt3g's decoder of a
         # blob allocates whatever length a hostile blob declares.
         fields = sostream.FrameFields(raw, getattr(frame, "entries", None))
+        code = raw_type_code(raw)
+        plan = self._plan(raw, code, fields)
+        session = plan.session
+        if (session is not None and self.current is None
+                and session != self._looked_up):
+            self._looked_up = session
+            if self._take_back(session, plan):
+                plan = self._plan(raw, code, fields)
+        return plan
+
+    def _plan(self, raw, code, fields):
         acq = self.current
-        return self.rules.plan(raw, raw_type_code(raw), fields,
+        return self.rules.plan(raw, code, fields,
                                acq.session_id if acq else None,
                                self._out.file is not None)
+
+    def _take_back(self, session, plan):
+        """
+        Take an acquisition back from its last file, if there is one: its
+        metadata and status chain, its last frame number, its next file.
+        """
+        if self._recovery is None:
+            return False
+        stream_id = (self.rules.stream_id or plan._stream_id
+                     or self.default_stream_id)
+        found = self._recovery.last_file_of(stream_id, str(session))
+        if found is None:
+            return False
+        relative, index, tail = found
+        has_dump = self.rules.restore(tail.metadata, tail.last_frame_num)
+        acq = self.current = Acquisition(str(session), stream_id, session)
+        acq.next_index = index + 1
+        acq.taken_back_from = relative
+        if not has_dump and any(raw_type_code(r) == "W"
+                                for r in tail.metadata):
+            self._joined_midway(acq)
+        return True
 
     def carry_out(self, plan, frame, raw, in_outage=False):
         """
@@ -85,6 +140,8 @@ class Acquisitions:
             floor or read-only (the open file, if any, closed first).
         """
         self.rules.apply(plan)
+        if plan.resumed is not None:
+            self._goes_on(plan.resumed)
         if plan.discard == "unknown":
             self._log().warn("Discarding a flow-control frame of unknown "
                              "value")
@@ -116,19 +173,72 @@ class Acquisitions:
             self.timer.file_opened()
         out.queue.push(raw, frame, plan)
         self.timer.wrote(now)
+        if self.current.joining and plan.code in sostream.DATA_TYPES:
+            self._first_data(self.current)
 
     def _begin(self, session):
         basename = (str(session) if session is not None
                     else str(int(self._wall_time())))
         stream_id = self.rules.stream_id or self.default_stream_id
-        self.current = Acquisition(basename, stream_id, session)
-        if session is not None:
-            self._log().info("Session {basename} of {stream} started",
-                             basename=basename, stream=stream_id)
-        else:
+        acq = self.current = Acquisition(basename, stream_id, session)
+        self.joined_midway = None
+        if session is None:
             self._log().info("Acquisition {basename} of {stream} started "
                              "(its frames carry no session id)",
                              basename=basename, stream=stream_id)
+        elif self.rules.joining:
+            # Begun in the sender's replay: whether the session was joined
+            # midway shows at its first data, by the status dump.
+            acq.joining = True
+        else:
+            self._started(acq)
+
+    def _started(self, acq):
+        self._log().info("Session {basename} of {stream} started",
+                         basename=acq.basename, stream=acq.stream_id)
+
+    def _first_data(self, acq):
+        acq.joining = False
+        if self.rules.has_status_dump:
+            self._started(acq)
+        else:
+            self._joined_midway(acq)
+
+    def _joined_midway(self, acq):
+        acq.joined_midway = True
+        self.joined_midway = (
+            "joined session %s of %s midway: its status dump was not seen; "
+            "its files lack it until the next session"
+            % (acq.basename, acq.stream_id))
+        self._log().warn("Joined session {basename} of {stream} midway: its "
+                         "status dump was not seen; its files lack it until "
+                         "the next session", basename=acq.basename,
+                         stream=acq.stream_id)
+
+    def _goes_on(self, missed):
+        """
+        The first live data of the acquisition in progress after a break
+        (of the connection, or of tsagg itself): say what it cost.
+        """
+        acq = self.current
+        self.frames_missed += missed
+        relative = getattr(acq, "taken_back_from", None)
+        if relative is not None:
+            acq.taken_back_from = None
+            self._log().info(
+                "Session {basename} of {stream} goes on after a restart: its "
+                "metadata and status chain are taken from {path}; {missed} "
+                "frames missed while no recorder ran", basename=acq.basename,
+                stream=acq.stream_id, path=relative, missed=missed)
+            return
+        tell = self._resumed() if self._resumed is not None else None
+        if tell is not None:
+            tell(acq.session_id, missed)
+        else:
+            self._log().info("Session {basename} of {stream} goes on after a "
+                             "break; {missed} frames missed",
+                             basename=acq.basename, stream=acq.stream_id,
+                             missed=missed)
 
     def close_file(self, why):
         """
@@ -153,8 +263,24 @@ class Acquisitions:
         """
         End the acquisition in progress, closing its file.
         """
+        acq = self.current
         self.close_file(why)
         self.current = None
+        # A session that ended with its END is not taken back from disk.
+        self._looked_up = (acq.session_id if acq is not None and why == "end"
+                           else None)
+        self.timer.stop()
+
+    def suspend(self, why):
+        """
+        The connection is gone: the file closes, and an acquisition of a
+        session waits for the next connection to bring more of it (one
+        without a session id ends).
+        """
+        if self.current is not None and self.current.session_id is None:
+            self.end(why)
+            return
+        self.close_file(why)
         self.timer.stop()
 
     # -- the timer -------------------------------------------------------

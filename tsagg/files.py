@@ -36,6 +36,12 @@ class Acquisition:
     @ivar stream_id: The directory name of the stream.
     @ivar session_id: The session id of the frames, or L{None}.
     @ivar next_index: The file number to try next.
+    @ivar joined_midway: Whether recording joined the session after its
+        status dump was sent: its files lack the dump.
+    @ivar joining: Whether it began in the sender's replay, so that its
+        first data tells whether it joined midway.
+    @ivar taken_back_from: The file it was taken back from after a
+        restart, until the session goes on; else L{None}.
     """
 
     def __init__(self, basename, stream_id, session_id):
@@ -43,6 +49,9 @@ class Acquisition:
         self.stream_id = stream_id
         self.session_id = session_id
         self.next_index = 0
+        self.joined_midway = False
+        self.joining = False
+        self.taken_back_from = None
 
     def relative_dir(self):
         return os.path.join(self.basename[:5], self.stream_id)
@@ -110,11 +119,13 @@ class ClosedFile:
     @ivar last_frame_time: Likewise, of its last frame.
     @ivar frames_dropped: Frames dropped upstream while it was open.
     @ivar repaired: Whether it was repaired after a crash.
+    @ivar joined_midway: Whether its session was joined midway, so that it
+        lacks the status dump.
     """
 
     def __init__(self, path, relative, stream_id, session_id, size, frames,
                  scan_frames, first_frame_time=None, last_frame_time=None,
-                 frames_dropped=0, repaired=False):
+                 frames_dropped=0, repaired=False, joined_midway=False):
         self.path = path
         self.relative = relative
         self.stream_id = stream_id
@@ -126,6 +137,7 @@ class ClosedFile:
         self.last_frame_time = last_frame_time
         self.frames_dropped = frames_dropped
         self.repaired = repaired
+        self.joined_midway = joined_midway
 
     def __repr__(self):
         return "<ClosedFile %s: %d bytes, %d frames>" % (

@@ -199,6 +199,7 @@ class FileOutput:
         """
         stream_id = acquisition.stream_id if acquisition else None
         session_id = acquisition.session_id if acquisition else None
+        midway = acquisition.joined_midway if acquisition else False
         dropped -= f.dropped_before
 
         def done(error, took):
@@ -213,7 +214,7 @@ class FileOutput:
                     f.path, f.relative, stream_id or f.relative.split("/")[1],
                     session_id, f.size, f.frames, f.scan_frames,
                     _frame_time(f.first_raw), _frame_time(f.last_raw),
-                    dropped))
+                    dropped, joined_midway=midway))
         self.syncer.release(f, fsync, done)
 
     def hand_on(self, closed):

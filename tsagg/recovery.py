@@ -6,11 +6,14 @@ closes them (L{tsagg.journal}).  It knows nothing of frames.
 """
 
 import os
+import re
+import stat
 
 from twisted.logger import Logger
 
 from tsagg.files import ClosedFile
 from tsagg.journal import Journal, recover
+from tsagg.scan import session_tail
 
 __all__ = ["Recovery", "DataDirError"]
 
@@ -129,6 +132,44 @@ class Recovery:
         self._hand_on(ClosedFile(
             os.path.join(self.data_dir, r.path), r.path, parts[-2], session,
             r.size - r.cut, r.frames, r.scan_frames, repaired=r.left_open))
+
+    # -- a session's files, for it to go on ---------------------------------
+
+    def last_file_of(self, stream_id, basename):
+        """
+        The last file that this data directory holds of an acquisition, and
+        what it holds for the acquisition to go on (L{session_tail}).
+
+        @param stream_id: The stream's directory name (sanitized).
+        @param basename: The acquisition's basename (its session id).
+        @return: C{(relative path, index, SessionTail)}, or L{None} if there
+            is none (or it cannot be read).
+        """
+        directory = os.path.join(self.data_dir, basename[:5], stream_id)
+        try:
+            for part in (os.path.dirname(directory), directory):
+                if not stat.S_ISDIR(os.lstat(part).st_mode):
+                    return None
+            names = os.listdir(directory)
+        except OSError:
+            return None
+        pattern = re.compile(re.escape(basename) + r"_([0-9]{3,})\.g3$")
+        numbered = [(int(m.group(1)), name) for m, name in
+                    ((pattern.match(n), n) for n in names) if m]
+        if not numbered:
+            return None
+        index, name = max(numbered)
+        relative = os.path.join(basename[:5], stream_id, name)
+        path = os.path.join(directory, name)
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                return None
+            tail = session_tail(path)
+        except OSError as e:
+            self.log.error("Cannot read {path} back for its session to go "
+                           "on: {error}", path=relative, error=e)
+            return None
+        return relative, index, tail
 
     # -- the journal, as files open and close --------------------------------
 

@@ -25,11 +25,32 @@ The rules, in one place:
       order.  A new dump replaces the chain.  Wiring frames that carry no
       C{dump} key, and diffs with no dump before them, are metadata like
       any other: the latest one is kept.
+
+A session goes on across a broken connection and a restart.  A listen-mode
+C{G3NetworkSender} begins each new connection with its cache: the latest
+flow-control frame, then the latest frame of each metadata type.  While an
+acquisition of session S goes on (kept over the break, or taken back from
+its files by L{restore} after a restart):
+
+    - a START replayed as the first frame of the connection ends nothing
+      if it is S's; one that names no session waits for the next frame
+      that does, and counts as a START only if that one is not of S;
+    - a replayed metadata frame identical to the latest of its type held
+      here is not written again; one that differs (a status diff sent
+      during the break) is written, and joins the chain;
+    - the first live data frame tells, by its C{frame_num}, how many frames
+      the break cost (L{Plan.resumed}); they are not counted as dropped
+      upstream.
+
+An acquisition that begins inside the sender's replay, with no live START
+on the connection, joined its session midway (L{joining}): its status dump
+was sent before anyone listened.
 """
 
 from collections import OrderedDict
 
 from tsagg import sostream
+from tsagg.frames import raw_type_code
 
 __all__ = ["StreamRules", "Plan", "FilePolicy", "ROTATE", "GAP"]
 
@@ -110,9 +131,22 @@ class Plan:
     metadata = False
     #: Whether the frame is data that only goes on in the open file.
     plain_data = False
+    #: A replayed metadata frame identical to the one held: not written.
+    duplicate = False
+    #: On the first live data frame after a break, of the acquisition that
+    #: goes on: how many frames the break cost; else L{None}.
+    resumed = None
     _num = None
     _flow = None
     _stream_id = None
+    # A START replayed first on a connection, whose session is not known
+    # yet; a frame that settles such a START, and whether it ends the
+    # acquisition as the START would have.
+    _start_pending = False
+    _settles_start = False
+    _live_start = False
+    # Whether the metadata held is forgotten before this frame.
+    _forget = False
 
     def __init__(self, code):
         self.code = code
@@ -150,6 +184,15 @@ class StreamRules:
         self._wiring = []
         self._wiring_dump = False
         self._replaying = False
+        # Connection state (see the module's docstring): the next frame is
+        # the connection's first; a replayed START waits for its session;
+        # a START came live; an acquisition goes on from before the
+        # connection; the frame numbers of the replayed frames.
+        self._first_frame = False
+        self._start_pending = False
+        self._live_start = False
+        self._continuing = False
+        self._replayed_nums = []
         # The last session_id blob seen, and its value.
         self._session_blob = None
         self._session_value = None
@@ -171,40 +214,93 @@ class StreamRules:
         """
         plan = Plan(code)
         num = sostream.frame_num(fields)
-        if self._replaying and code not in sostream.DATA_TYPES:
+        replayed = self._replaying and code not in sostream.DATA_TYPES
+        if replayed:
             # A new connection begins with the sender's cached metadata,
             # whose frame numbers are old: only live data sets the baseline.
-            num = None
+            plan._replayed_num, num = num, None
         plan._num = num
+        session = self._session_id(fields)
         fc = sostream.flow_control(fields)
         if fc is not None:
             name = sostream.FLOW_CONTROL_NAMES.get(fc, "unknown")
             plan.discard = name
             plan.write = False
             plan._flow = fc
+            plan.session = session
             if fc == sostream.START:
-                plan.end = "start"
+                self._plan_start(plan, session, acquisition_session)
             elif fc == sostream.END:
                 plan.end = "end"
             return plan
-        plan.session = session = self._session_id(fields)
+        plan.session = session
         if self.stream_id is None:
             plan._stream_id = sostream.stream_id(fields, code)
-        if (acquisition_session is not None and session is not None
-                and session != acquisition_session):
+        if self._start_pending and session is not None:
+            plan._settles_start = True
+            if session != acquisition_session:
+                plan.end = "start"
+                plan._forget = True
+        if (plan.end is None and acquisition_session is not None
+                and session is not None and session != acquisition_session):
             plan.end = "new session %d" % (session,)
+            # The metadata kept over a break is the old session's.
+            plan._forget = self._continuing and self._replaying
         elif (file_open and self.rotation_due
               and code in sostream.DATA_TYPES):
             plan.close = "rotation"
         if code in sostream.DATA_TYPES:
-            plan.plain_data = plan.end is None and plan.close is None
-        else:
-            plan.metadata = True
-            if code == _WIRING:
-                dump = sostream.status_dump(fields)
-                plan.wiring = ("plain" if dump is None
-                               else "dump" if dump else "diff")
+            if (self._continuing and self._replaying and plan.end is None
+                    and acquisition_session is not None):
+                plan.resumed = self._missed(num)
+            plan.plain_data = (plan.end is None and plan.close is None
+                               and plan.resumed is None)
+            return plan
+        plan.metadata = True
+        if code == _WIRING:
+            dump = sostream.status_dump(fields)
+            plan.wiring = ("plain" if dump is None
+                           else "dump" if dump else "diff")
+        if (replayed and plan.end is None
+                and acquisition_session is not None
+                and raw == self._latest(code)):
+            plan.duplicate = True
+            plan.write = False
+            plan.metadata = False
         return plan
+
+    def _plan_start(self, plan, session, acquisition_session):
+        if not (self._first_frame and acquisition_session is not None):
+            plan.end = "start"
+            plan._live_start = not self._first_frame
+        elif session is None:
+            # Replayed, of a session not named: the next frame tells.
+            plan._start_pending = True
+        elif session != acquisition_session:
+            plan.end = "start"
+        # Else the sender's replay of the START of the acquisition that
+        # goes on: it ends nothing.
+
+    def _latest(self, code):
+        """
+        The latest metadata frame of a type held for the next file.
+        """
+        if code == _WIRING:
+            return self._wiring[-1] if self._wiring else None
+        return self._metadata.get(code)
+
+    def _missed(self, num):
+        """
+        How many frames a break cost, by the number of the first live data
+        frame after it: those numbered between the last frame before it
+        and this one, but for those the sender replayed.
+        """
+        highest = self.frame_nums.highest
+        if num is None or highest is None or num <= highest:
+            return 0
+        replayed = sum(1 for n in self._replayed_nums
+                       if n is not None and highest < n < num)
+        return max(0, num - highest - 1 - replayed)
 
     def apply(self, plan):
         """
@@ -212,18 +308,36 @@ class StreamRules:
         what its flow control or new session resets.
         """
         if plan.plain_data:
-            self._replaying = False
+            self._replaying = self._first_frame = False
             if plan._stream_id is not None and self.stream_id is None:
                 self.stream_id = plan._stream_id
             self.frame_nums.see(plan._num)
             return
+        self._first_frame = False
+        if self._replaying and plan.code not in sostream.DATA_TYPES:
+            self._replayed_nums.append(getattr(plan, "_replayed_num", None))
         if plan.code in sostream.DATA_TYPES:
             self._replaying = False
+            self._continuing = False
+            self._replayed_nums = []
+        if plan._start_pending:
+            self._start_pending = True
+        if plan._live_start:
+            self._live_start = True
+        if plan._settles_start:
+            self._start_pending = False
+        if plan._forget:
+            self.forget_metadata()
+        if plan.end is not None:
+            # What goes on after the break is another acquisition.
+            self._continuing = False
+        if plan.duplicate:
+            return
         if plan.discard is not None:
             if plan.discard in self.flow_control:
                 self.flow_control[plan.discard] += 1
             self.frame_nums.see(plan._num)
-            if plan._flow in (sostream.START, sostream.END):
+            if plan.end is not None:
                 self.forget_metadata()
                 self.frame_nums.reset()
                 if plan._flow == sostream.END:
@@ -235,6 +349,9 @@ class StreamRules:
             self.frame_nums.reset()
         if plan.end is not None or plan.close is not None:
             self.rotation_due = False
+        if plan.resumed is not None:
+            # The break's frames are missed, not dropped upstream.
+            self.frame_nums.highest = None
         self.frame_nums.see(plan._num)
 
     def written(self, raw, plan):
@@ -276,17 +393,65 @@ class StreamRules:
 
     # -- the stream and the acquisition ----------------------------------
 
-    def stream_started(self, keep_metadata):
+    def stream_started(self, keep_metadata, continuing=False):
         """
         A new connection: the sender first replays its cached metadata.
 
         @param keep_metadata: Whether frames of the last connection still
             wait to be written (they need the metadata at the top of their
             file); else the sender's replay takes the place of ours.
+        @param continuing: Whether an acquisition goes on from before the
+            connection (its metadata is kept, and the replay is compared
+            with it).
         """
-        if not keep_metadata:
+        if not (keep_metadata or continuing):
             self.forget_metadata()
         self._replaying = True
+        self._first_frame = True
+        self._start_pending = False
+        self._live_start = False
+        self._continuing = continuing
+        self._replayed_nums = []
+
+    @property
+    def has_status_dump(self):
+        """
+        Whether the status chain held begins with a full dump.
+        """
+        return self._wiring_dump
+
+    @property
+    def joining(self):
+        """
+        Whether an acquisition that begins now joins its session midway: in
+        the sender's replay, with no live START on this connection.
+        """
+        return self._replaying and not self._live_start
+
+    def restore(self, frames, last_frame_num):
+        """
+        Take back an acquisition's metadata from its last file, after a
+        restart: the metadata at the file's top and every Wiring frame in
+        it, in order, as if they had just been written.
+
+        @param frames: The raw metadata frames, in order.
+        @param last_frame_num: The C{frame_num} of the file's last frame,
+            or L{None}.
+        @return: Whether the status chain begins with a full dump.
+        """
+        self.forget_metadata()
+        for raw in frames:
+            code = raw_type_code(raw)
+            plan = Plan(code)
+            if code == _WIRING:
+                dump = sostream.status_dump(sostream.FrameFields(raw))
+                plan.wiring = ("plain" if dump is None
+                               else "dump" if dump else "diff")
+            self.written(raw, plan)
+        self.frame_nums.reset()
+        self.frame_nums.see(last_frame_num)
+        self._continuing = True
+        return self._wiring_dump
 
     def forget_metadata(self):
         self._metadata.clear()

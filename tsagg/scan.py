@@ -9,13 +9,14 @@ L{FileScan.good_bytes} (see L{whole_frames_length}) makes it whole again.
 """
 
 import os
+import struct
 from collections import Counter
 
-from tsagg import wire
+from tsagg import sostream, wire
 from tsagg.frames import CorruptFrame, raw_type_code, receive_frame
 
 __all__ = ["FileScan", "scan_file", "whole_frames_length", "TORN", "CORRUPT",
-           "CHUNK_SIZE"]
+           "CHUNK_SIZE", "SessionTail", "session_tail"]
 
 #: Bytes read from a file at a time.
 CHUNK_SIZE = 4 << 20
@@ -27,6 +28,11 @@ CORRUPT = "corrupt"
 
 # Frame types that are data; every other type is metadata.
 _DATA_TYPES = frozenset("ST")
+# A frame's header (endianness, class version, entries, type code), and the
+# lengths of its keys and blobs; its CRC.
+_HEADER = struct.Struct("<BIII")
+_U64 = struct.Struct("<Q")
+_CRC_SIZE = 4
 # How many type codes FileScan.first_types keeps.
 _FIRST_TYPES = 8
 
@@ -178,3 +184,90 @@ def whole_frames_length(path, max_frame_size=wire.DEFAULT_MAX_FRAME_SIZE):
     @raise OSError: The file cannot be read.
     """
     return scan_file(path, max_frame_size=max_frame_size).good_bytes
+
+
+class SessionTail:
+    """
+    What a session's last file holds for the session to go on after a
+    restart (L{session_tail}).
+
+    @ivar metadata: The raw metadata frames (neither Scan nor Timepoint) of
+        the file, in order: those at its top, and every later one.
+    @ivar last_frame_num: The C{frame_num} of its last frame, or L{None}.
+    """
+
+    def __init__(self, metadata, last_frame_num):
+        self.metadata = metadata
+        self.last_frame_num = last_frame_num
+
+
+def session_tail(path, max_frame_size=wire.DEFAULT_MAX_FRAME_SIZE):
+    """
+    Read back a recorded file's metadata frames, bit for bit, and its last
+    frame's number, stepping over the blobs of data frames unread: the cost
+    is a few small reads a frame, not the file's size.  The walk stops at
+    the first frame that is not whole (a file repaired at start has none).
+
+    @rtype: L{SessionTail}
+    @raise OSError: The file cannot be read.
+    """
+    metadata = []
+    last = None
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        offset = 0
+        while True:
+            length, code = _step_over_frame(f, offset, size, max_frame_size)
+            if length is None:
+                break
+            if code not in _DATA_TYPES:
+                f.seek(offset)
+                raw = f.read(length)
+                try:
+                    wire.frame_entries(raw)
+                except wire.FrameError:
+                    break
+                metadata.append(raw)
+            last = (offset, length)
+            offset += length
+            f.seek(offset)
+        num = None
+        if last is not None:
+            f.seek(last[0])
+            try:
+                num = sostream.frame_num(sostream.FrameFields(
+                    f.read(last[1])))
+            except ValueError:
+                # Not a frame after all (wire.FrameError), or its frame_num
+                # cannot be read.
+                num = None
+    return SessionTail(metadata, num)
+
+
+def _step_over_frame(f, offset, size, max_frame_size):
+    """
+    The length and type code of the frame at the file's position, found by
+    its header and the lengths of its keys and blobs; the position is left
+    past it.  C{(None, None)} at the end or at a frame that is not whole.
+    """
+    header = f.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None, None
+    endianness, version, count, code = _HEADER.unpack(header)
+    if (endianness != 1 or version != 1 or code not in wire.FRAME_TYPE_CODES
+            or count > wire.DEFAULT_MAX_ENTRIES):
+        return None, None
+    position = offset + _HEADER.size
+    for _ in range(2 * count):
+        # A key's length and the key, then a blob's length and the blob.
+        length = f.read(_U64.size)
+        if len(length) < _U64.size:
+            return None, None
+        position += _U64.size + _U64.unpack(length)[0]
+        if position > size or position - offset > max_frame_size:
+            return None, None
+        f.seek(position)
+    position += _CRC_SIZE
+    if position > size:
+        return None, None
+    return position - offset, chr(code)

@@ -116,7 +116,12 @@ class RotatingWriter:
         self._acqs = Acquisitions(self.rules, out, self.disk, clock,
                                   self.policy, self._waiting,
                                   default_stream_id, self.wall_time,
-                                  lambda: self.log)
+                                  lambda: self.log, self.recovery,
+                                  lambda: self.on_session_resumed)
+        #: Called with C{(session_id, frames missed)} when a session goes on
+        #: after a break of the connection (the connection log's), or
+        #: L{None}.
+        self.on_session_resumed = None
         self._write_call = None
         self._closed = False
 
@@ -177,16 +182,19 @@ class RotatingWriter:
         waiting = self._holding.attach(producer) or bool(self._queue)
         if waiting:
             self._holding.pause()
-        # The sender replays its own metadata cache to each new connection;
-        # ours would only duplicate it, unless frames held from the last
-        # connection still need it at the top of their file.
-        self.rules.stream_started(keep_metadata=waiting)
+        # The sender replays its own metadata cache to each new connection:
+        # it takes the place of ours, unless frames held from the last
+        # connection still need ours at the top of their file, or the
+        # acquisition goes on (then the replay is compared with ours).
+        self.rules.stream_started(
+            keep_metadata=waiting,
+            continuing=self._acqs.current is not None)
 
     def streamStopped(self, reason):
         self._holding.detach()
         self._flush()
         if not self._holding:
-            self._end_acquisition("disconnect")
+            self._acqs.suspend("disconnect")
 
     def framesReceived(self, frames):
         self.last_frame_time = self.wall_time()
@@ -390,7 +398,7 @@ class RotatingWriter:
         self._holding.ended(where)
         if self._holding.producer is None:
             # The stream went away while frames were held.
-            self._end_acquisition("disconnect")
+            self._acqs.suspend("disconnect")
         else:
             self._holding.resume(busy=bool(self._queue))
 
