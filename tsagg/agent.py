@@ -16,8 +16,8 @@ from twisted.logger import Logger
 from tsagg import options, wire
 from tsagg.diskspace import DEFAULT_MIN_FREE
 from tsagg.clock import MonotonicClock
+from tsagg.feeds import DETECTOR_FEED, Feeds
 from tsagg.memory import keep_freed_memory
-from tsagg.monitor import Health, StatusRecords
 from tsagg.quicklook import QuickLook, channel_name
 from tsagg.service import (DataDirError, RecordingService,
                            tcp_endpoint_description)
@@ -74,17 +74,6 @@ _stream_id = _argparse_type(options.stream_id)
 _min_free = _argparse_type(options.min_free)
 _channel = _argparse_type(channel_name)
 
-#: The status feed: one record every --feed-interval seconds.
-STATUS_FEED = "recorder"
-#: The quick-look feed: a block per monitored channel.
-DETECTOR_FEED = "detectors"
-FILES_FEED = "files"
-#: The HK aggregator writes the status feed in frames of this many seconds.
-STATUS_AGG_PARAMS = {"frame_length": 60}
-#: The detector samples are in the timestream files already: Grafana
-#: (InfluxDB) only.
-DETECTOR_AGG_PARAMS = {"exclude_aggregator": True}
-
 
 class TimestreamAggregator:
     """
@@ -99,7 +88,7 @@ class TimestreamAggregator:
     While it runs, the agent publishes a record of the recording to the
     C{recorder} feed every C{feed_interval} seconds, the quick look's
     samples to the C{detectors} feed, and sets C{session.degraded} while
-    the recording does not do its job (L{Health}).
+    the recording does not do its job (L{Feeds}, L{Health}).
 
     @ivar agent: The C{ocs.ocs_agent.OCSAgent}.
     @ivar service: The L{RecordingService} of the running session, or
@@ -108,6 +97,8 @@ class TimestreamAggregator:
     @ivar data_dir: The directory the files are written under.
     @ivar quick_look: The L{QuickLook} that watches the recordings' frames,
         or L{None}.
+    @ivar feeds: The agent's L{Feeds}, and the C{degraded} flag of its
+        Process.
     """
 
     log = Logger()
@@ -145,25 +136,15 @@ class TimestreamAggregator:
         self._clock = clock
         self._wall_time = clock.seconds if wall_time is None else wall_time
         self._status_interval = status_interval
-        self._feed_interval = feed_interval
-        self._health = Health(degraded_after)
-        self._records = StatusRecords()
-        self._publish_error = None
-        self._reasons = []
-        self._started_wall = None
+        self.feeds = Feeds(agent, clock, self._wall_time, address,
+                           feed_interval=feed_interval,
+                           degraded_after=degraded_after, log=self.log)
         # Fired to end the running session.
         self._stop_requested = None
         # Deferreds to fire once the running session has ended.
         self._waiting = []
         # A stop that came before the session's start function ran.
         self._stopped_early = None
-        agent.register_feed(STATUS_FEED, record=True,
-                            agg_params=STATUS_AGG_PARAMS, buffer_time=0)
-        agent.register_feed(DETECTOR_FEED, record=True,
-                            agg_params=DETECTOR_AGG_PARAMS, buffer_time=0)
-        # One record per file closed for good (tsagg.handoff): an event
-        # feed, not a time series, so it is not recorded.
-        agent.register_feed(FILES_FEED, record=False)
 
     def start_aggregation(self, session, params):
         """stream()
@@ -266,39 +247,30 @@ class TimestreamAggregator:
             self._stopped_early = None
             return False, "Stopped before recording began."
         service = self._make_service()
-        service.handoff.add_listener(self._publish_file)
+        service.handoff.add_listener(self.feeds.publish_file)
         try:
             service.prepare()
         except DataDirError as e:
             return False, "Cannot record: %s." % (e,)
         self._stop_requested = defer.Deferred()
         self.service = service
-        now = self._clock.seconds()
-        self._started_wall = self._wall_time()
-        self._health.start(now)
-        self._records.start(now, service.status)
-        self._reasons = []
+        self.feeds.start(self._clock.seconds(), service.status)
         updates = task.LoopingCall(self._update_data, session, service)
         updates.clock = self._clock
-        records = task.LoopingCall(self._publish_status, service)
-        records.clock = self._clock
         try:
             service.startService()
             updates.start(self._status_interval, now=True)
-            records.start(self._feed_interval, now=False)
+            self.feeds.start_records(service)
             yield self._stop_requested
         finally:
             try:
                 yield service.stopService()
             finally:
-                for loop in (updates, records):
-                    if loop.running:
-                        loop.stop()
+                if updates.running:
+                    updates.stop()
                 if self.quick_look is not None:
                     self.quick_look.stop()
-                # Not running is no degraded recording.
-                self._reasons = []
-                session.degraded = False
+                self.feeds.stop(session)
                 self._update_data(session, service)
                 self.service = None
                 self._stop_requested = None
@@ -309,16 +281,6 @@ class TimestreamAggregator:
         return True, ("Recording stopped: %d files, %d frames, %d bytes."
                       % (status["files_written"], status["frames_written"],
                          status["bytes_written"]))
-
-    def _publish_file(self, record):
-        """
-        Publish the record of a file closed for good on the C{files} feed.
-        """
-        if self.agent is None:
-            return
-        self.agent.publish_to_feed(FILES_FEED, {
-            "block_name": "files", "timestamp": self._wall_time(),
-            "data": dict(record)})
 
     def stop_aggregation(self, session, params):
         """
@@ -420,50 +382,16 @@ class TimestreamAggregator:
 
     def _update_data(self, session, service):
         status = service.status
-        now = self._clock.seconds()
         if service.running:
-            self._set_degraded(session, self._health.reasons(
-                now, status, self.address))
+            self.feeds.update_degraded(session, status)
         data = {"timestamp": self._wall_time(),
                 "address": self.address,
                 "data_dir": self.data_dir}
         data.update(status)
-        data["degraded_reasons"] = list(self._reasons)
+        data["degraded_reasons"] = self.feeds.degraded_reasons
         if self.quick_look is not None:
             data["quick_look"] = self.quick_look.status
         session.data = data
-
-    def _set_degraded(self, session, reasons):
-        was = bool(self._reasons)
-        self._reasons = reasons
-        session.degraded = bool(reasons)
-        if reasons and not was:
-            self.log.warn("Degraded: {reasons}", reasons="; ".join(reasons))
-        elif was and not reasons:
-            self.log.info("No longer degraded: recording as it should")
-
-    def _publish_status(self, service):
-        now = self._clock.seconds()
-        status = service.status
-        age = status["current_file_age"]
-        wall = self._wall_time()
-        blocks = self._records.blocks(now, wall, status,
-                                      self._started_wall, age,
-                                      bool(self._reasons))
-        try:
-            for name, fields in blocks.items():
-                self.agent.publish_to_feed(STATUS_FEED, {
-                    "block_name": name, "timestamp": wall, "data": fields})
-        except Exception as e:
-            # The next record comes all the same: the feed is news, not a
-            # duty of the recording.
-            text = "%s: %s" % (type(e).__name__, e)
-            if text != self._publish_error:
-                self.log.warn("Could not publish to the {feed} feed: "
-                              "{error}", feed=STATUS_FEED, error=text)
-            self._publish_error = text
-        else:
-            self._publish_error = None
 
 
 def make_parser(parser=None):
