@@ -12,7 +12,7 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from tsagg.interfaces import IFrameSink
-from tsagg.rules import GAP, ROTATE, FilePolicy
+from tsagg.rotation import GAP, ROTATE, FilePolicy
 from tsagg.writer import RotatingWriter
 
 from tests import frames as F

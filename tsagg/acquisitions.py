@@ -37,7 +37,7 @@ class Acquisitions:
         """
         @param output: The L{tsagg.output.FileOutput}.
         @param disk: The L{tsagg.diskspace.DiskGuard}.
-        @param policy: The L{tsagg.rules.FilePolicy}.
+        @param policy: The L{tsagg.rotation.FilePolicy}.
         @param waiting: Returns what the writer waits for, for the timer
             (L{tsagg.rotation.HELD}, L{tsagg.rotation.WRITING} or L{None}).
         @param wall_time: Returns the unix time, which names acquisitions

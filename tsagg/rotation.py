@@ -1,19 +1,62 @@
 """
-The one timer of an acquisition: when its open file is due for rotation,
-and when it has been silent long enough that it ends (the gap).  The
-decisions are L{tsagg.rules.FilePolicy}'s; this runs them on an injected
-clock (C{IReactorTime}) and tells the writer.
+The rule of time: when an acquisition's open file is due for rotation, and
+when it has been silent long enough that it ends (the gap).  L{FilePolicy}
+decides, over times alone; L{AcquisitionTimer} runs it, one timer on an
+injected clock (C{IReactorTime}), and tells the writer.
 """
 
-from tsagg.rules import GAP, ROTATE
+__all__ = ["FilePolicy", "AcquisitionTimer", "ROTATE", "GAP", "HELD",
+           "WRITING"]
 
-__all__ = ["AcquisitionTimer", "HELD", "WRITING"]
+ROTATE = "rotate"
+GAP = "gap"
 
 #: What L{AcquisitionTimer}'s C{waiting} may answer: frames are held through
 #: an outage (they are not missing: writing them re-arms the timer), or a
 #: large frame is still being written (decide after it).
 HELD = "held"
 WRITING = "writing"
+
+
+class FilePolicy:
+    """
+    When to close a file: pure decisions over times, no clock and no I/O.
+
+    @ivar time_per_file: Seconds a file stays open before it is due for
+        rotation.
+    @ivar gap_timeout: Seconds without a written frame that end an
+        acquisition.
+    """
+
+    def __init__(self, time_per_file, gap_timeout):
+        if time_per_file <= 0 or gap_timeout <= 0:
+            raise ValueError("time_per_file and gap_timeout must be positive")
+        self.time_per_file = time_per_file
+        self.gap_timeout = gap_timeout
+
+    def deadline(self, opened_at, last_write):
+        """
+        The next time at which L{decide} may answer something.
+
+        @param opened_at: When the open file was opened, or L{None} when no
+            file is open (or it is due already).
+        @param last_write: When the acquisition last wrote a frame.
+        """
+        gap_at = last_write + self.gap_timeout
+        if opened_at is None:
+            return gap_at
+        return min(gap_at, opened_at + self.time_per_file)
+
+    def decide(self, now, opened_at, last_write):
+        """
+        @return: L{GAP} when the acquisition has been silent too long,
+            L{ROTATE} when the open file is old enough, else L{None}.
+        """
+        if now >= last_write + self.gap_timeout:
+            return GAP
+        if opened_at is not None and now >= opened_at + self.time_per_file:
+            return ROTATE
+        return None
 
 
 class AcquisitionTimer:
@@ -26,7 +69,7 @@ class AcquisitionTimer:
 
     def __init__(self, clock, policy, opened_at, waiting, gap, rotate):
         """
-        @param policy: The L{tsagg.rules.FilePolicy}.
+        @param policy: The L{FilePolicy}.
         @param opened_at: Returns when the open file opened, for its
             rotation deadline; L{None} if no file is open or it is due
             already.

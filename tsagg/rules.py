@@ -5,8 +5,8 @@ L{StreamRules} reads one frame's SO keys (L{tsagg.sostream}) and says what
 recording it means, as a L{Plan}: discard it, end the acquisition or close
 the file first, write it, and which acquisition it belongs to.  It does no
 I/O and reads no clock; the writer (L{tsagg.writer}) carries the plan out.
-L{FilePolicy} is the rule of time: when a file is old enough to rotate and
-when an acquisition has been silent too long.
+(The rule of time, when a file is old enough to rotate and when an
+acquisition has been silent too long, is L{tsagg.rotation.FilePolicy}.)
 
 The rules, in one place:
 
@@ -52,54 +52,10 @@ from collections import OrderedDict
 from tsagg import sostream
 from tsagg.frames import raw_type_code
 
-__all__ = ["StreamRules", "Plan", "FilePolicy", "ROTATE", "GAP"]
-
-ROTATE = "rotate"
-GAP = "gap"
+__all__ = ["StreamRules", "Plan"]
 
 # Frame type code of a Wiring (status) frame.
 _WIRING = "W"
-
-
-class FilePolicy:
-    """
-    When to close a file: pure decisions over times, no clock and no I/O.
-
-    @ivar time_per_file: Seconds a file stays open before it is due for
-        rotation.
-    @ivar gap_timeout: Seconds without a written frame that end an
-        acquisition.
-    """
-
-    def __init__(self, time_per_file, gap_timeout):
-        if time_per_file <= 0 or gap_timeout <= 0:
-            raise ValueError("time_per_file and gap_timeout must be positive")
-        self.time_per_file = time_per_file
-        self.gap_timeout = gap_timeout
-
-    def deadline(self, opened_at, last_write):
-        """
-        The next time at which L{decide} may answer something.
-
-        @param opened_at: When the open file was opened, or L{None} when no
-            file is open (or it is due already).
-        @param last_write: When the acquisition last wrote a frame.
-        """
-        gap_at = last_write + self.gap_timeout
-        if opened_at is None:
-            return gap_at
-        return min(gap_at, opened_at + self.time_per_file)
-
-    def decide(self, now, opened_at, last_write):
-        """
-        @return: L{GAP} when the acquisition has been silent too long,
-            L{ROTATE} when the open file is old enough, else L{None}.
-        """
-        if now >= last_write + self.gap_timeout:
-            return GAP
-        if opened_at is not None and now >= opened_at + self.time_per_file:
-            return ROTATE
-        return None
 
 
 class Plan:

@@ -38,8 +38,8 @@ from tsagg.interfaces import IFrameSink
 from tsagg.outage import Holding
 from tsagg.output import FileOutput
 from tsagg.recovery import DataDirError, Recovery
-from tsagg.rotation import HELD, WRITING
-from tsagg.rules import GAP, ROTATE, FilePolicy, StreamRules
+from tsagg.rotation import GAP, HELD, ROTATE, WRITING, FilePolicy
+from tsagg.rules import StreamRules
 from tsagg.writepath import duration_text
 
 __all__ = ["RotatingWriter", "FilePolicy", "Acquisition", "OutsideDataDir",
