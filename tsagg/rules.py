@@ -20,11 +20,8 @@ The rules, in one place:
       follow a session's last data stay in its last file, and rotation
       never makes a file without data.
     - Each new file begins with the metadata seen so far (L{replay}): the
-      latest frame of each metadata type, and for Wiring (status) frames
-      the latest full dump (C{dump} true) and every diff after it, in
-      order.  A new dump replaces the chain.  Wiring frames that carry no
-      C{dump} key, and diffs with no dump before them, are metadata like
-      any other: the latest one is kept.
+      latest frame of each metadata type and the whole status chain
+      (L{tsagg.metadata}).
 
 A session goes on across a broken connection and a restart.  A listen-mode
 C{G3NetworkSender} begins each new connection with its cache: the latest
@@ -47,10 +44,9 @@ on the connection, joined its session midway (L{joining}): its status dump
 was sent before anyone listened.
 """
 
-from collections import OrderedDict
-
 from tsagg import sostream
 from tsagg.frames import raw_type_code
+from tsagg.metadata import DIFF, DUMP, PLAIN, MetadataCache
 
 __all__ = ["StreamRules", "Plan"]
 
@@ -131,14 +127,7 @@ class StreamRules:
         self.frame_nums = sostream.FrameNumTracker()
         self.flow_control = {name: 0 for name in
                              sostream.FLOW_CONTROL_NAMES.values()}
-        # Latest metadata frame of each type but Wiring, in order of
-        # arrival: type code -> raw bytes.
-        self._metadata = OrderedDict()
-        # Wiring frames to replay: the latest dump and the diffs after it
-        # (or the latest Wiring frame when no dump came), and whether the
-        # chain begins with a dump.
-        self._wiring = []
-        self._wiring_dump = False
+        self.metadata = MetadataCache()
         self._replaying = False
         # Connection state (see the module's docstring): the next frame is
         # the connection's first; a replayed START waits for its session;
@@ -214,12 +203,10 @@ class StreamRules:
             return plan
         plan.metadata = True
         if code == _WIRING:
-            dump = sostream.status_dump(fields)
-            plan.wiring = ("plain" if dump is None
-                           else "dump" if dump else "diff")
+            plan.wiring = _wiring_kind(fields)
         if (replayed and plan.end is None
                 and acquisition_session is not None
-                and raw == self._latest(code)):
+                and raw == self.metadata.latest(code)):
             plan.duplicate = True
             plan.write = False
             plan.metadata = False
@@ -236,14 +223,6 @@ class StreamRules:
             plan.end = "start"
         # Else the sender's replay of the START of the acquisition that
         # goes on: it ends nothing.
-
-    def _latest(self, code):
-        """
-        The latest metadata frame of a type held for the next file.
-        """
-        if code == _WIRING:
-            return self._wiring[-1] if self._wiring else None
-        return self._metadata.get(code)
 
     def _missed(self, num):
         """
@@ -314,38 +293,17 @@ class StreamRules:
         """
         A metadata frame is on disk: later files begin with it.
         """
-        self._metadata.pop(plan.code, None)
-        if plan.code != _WIRING:
-            self._metadata[plan.code] = raw
-            return
-        if plan.wiring == "diff" and self._wiring_dump:
-            self._wiring.append(raw)
-        else:
-            self._wiring = [raw]
-            self._wiring_dump = plan.wiring == "dump"
-        # The chain takes the place of the latest Wiring frame among the
-        # types, as any other type's latest frame does.
-        self._metadata[_WIRING] = None
+        self.metadata.written(raw, plan.code, plan.wiring)
 
     def replay(self, opening):
         """
         The metadata a new file begins with, before the frame that opens it.
 
-        @param opening: The L{Plan} of the frame that opens the file.  The
-            file does not repeat metadata of the frame's own type (a new
-            Observation replaces the old one; a new status dump replaces
-            the chain), but a Wiring diff comes after the chain it adds to.
+        @param opening: The L{Plan} of the frame that opens the file
+            (L{MetadataCache.replay}).
         @return: The raw frames, in order.
         """
-        out = []
-        for code, raw in self._metadata.items():
-            if code != opening.code:
-                out.extend(self._wiring if code == _WIRING else [raw])
-            elif (code == _WIRING and opening.wiring == "diff"
-                  and self._wiring_dump):
-                # The diff adds to the chain: the chain first.
-                out.extend(self._wiring)
-        return out
+        return self.metadata.replay(opening.code, opening.wiring)
 
     # -- the stream and the acquisition ----------------------------------
 
@@ -374,7 +332,7 @@ class StreamRules:
         """
         Whether the status chain held begins with a full dump.
         """
-        return self._wiring_dump
+        return self.metadata.has_dump
 
     @property
     def joining(self):
@@ -398,21 +356,15 @@ class StreamRules:
         self.forget_metadata()
         for raw in frames:
             code = raw_type_code(raw)
-            plan = Plan(code)
-            if code == _WIRING:
-                dump = sostream.status_dump(sostream.FrameFields(raw))
-                plan.wiring = ("plain" if dump is None
-                               else "dump" if dump else "diff")
-            self.written(raw, plan)
+            self.metadata.written(raw, code, _wiring_kind(
+                sostream.FrameFields(raw)) if code == _WIRING else None)
         self.frame_nums.reset()
         self.frame_nums.see(last_frame_num)
         self._continuing = True
-        return self._wiring_dump
+        return self.metadata.has_dump
 
     def forget_metadata(self):
-        self._metadata.clear()
-        self._wiring = []
-        self._wiring_dump = False
+        self.metadata.forget()
 
     def file_closed(self):
         """
@@ -442,3 +394,11 @@ class StreamRules:
             self._session_blob = None if blob is None else bytes(blob)
             self._session_value = sostream.session_id(fields)
         return self._session_value
+
+
+def _wiring_kind(fields):
+    """
+    What a Wiring frame is, by its C{dump} key.
+    """
+    dump = sostream.status_dump(fields)
+    return PLAIN if dump is None else DUMP if dump else DIFF
