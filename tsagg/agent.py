@@ -200,6 +200,8 @@ class TimestreamAggregator:
                  'idle_timeouts': 0,
                  'last_stream_error': None,
                  'connection_trouble': None,
+                 'breaks': 0,
+                 'frames_missed_in_breaks': 0,
                  'current_file': '/data/17649/crate1slot2/1764912345_000.g3',
                  'current_file_age': 115.2,
                  'last_file': None,
@@ -240,7 +242,10 @@ class TimestreamAggregator:
             ``peer`` which address it has (or last had); ``reconnects``
             counts connections after the first; ``connection_trouble``
             says what keeps the recording from its sender (``'connection
-            refused'``, ``'no data for 30 s'``).  ``current_file`` is the
+            refused'``, ``'no data for 30 s'``).  ``breaks`` counts
+            connections lost while a session was in progress, and
+            ``frames_missed_in_breaks`` the frames they cost the sessions
+            that went on.  ``current_file`` is the
             file being written (``None`` between acquisitions) and
             ``last_file`` the one closed last.  ``frames_dropped_upstream``
             counts frames missing from jumps of ``frame_num``;
