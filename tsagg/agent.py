@@ -171,7 +171,8 @@ class TimestreamAggregator:
         **Process** - Connect to the sender at ``--address``:``--port`` and
         write every frame it sends into rotating files under ``--data-dir``,
         by the SO stream rules, until stopped.  The connection is made again
-        with exponential backoff whenever it fails or drops.  Stopping closes
+        at once when it drops after delivering frames, and with exponential
+        backoff after tries that fail.  Stopping closes
         the current file at a frame boundary and ends the Process at once.
 
         While it runs, a record of the recording goes to the ``recorder``

@@ -377,7 +377,9 @@ class ConnectionLog:
     def session_resumed(self, session_id, missed):
         """
         The first live data of the session in progress came after a
-        reconnect (the writer calls this): the break ends.
+        reconnect (the writer calls this): the break ends.  With no break
+        known (the first connection of a start that goes on with a session
+        found on disk), the line says only that the session goes on.
 
         @param session_id: The session that goes on.
         @param missed: Frames the break cost, from C{frame_num}.

@@ -290,6 +290,7 @@ class Streamer:
         dump["status"] = self.status_yaml
         dump["dump"] = True
         send(gen.tag_frame(dump))
+        print("Session %d started" % gen.session_id, flush=True)
         t_sample0 = (int((t_open - self.frame_period) * 100)
                      * (int(core.G3Units.s) // 100))
         scans = diffs = 0
