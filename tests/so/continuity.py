@@ -45,7 +45,8 @@ import os
 import struct
 import sys
 
-from check import Checker, Report, frames_of, index  # noqa: F401
+import so3g  # noqa: F401 -- first: it brings the spt3g it was built with
+from check import Checker, index
 from sotodlib.io.load_smurf import SmurfStatus
 from spt3g import core
 
