@@ -21,7 +21,7 @@ from tests.util import ROOT, repo_env
 
 MODULES = ["tests.test_faults", "tests.test_faults_disk",
            "tests.test_faults_outage", "tests.test_faults_process",
-           "tests.test_faults_fuzz"]
+           "tests.test_faults_fuzz", "tests.test_session_continuity"]
 
 
 def _mib(value):
@@ -135,6 +135,22 @@ Shutdown
     while a frame is half received (SIGHUP, which ends it the same way, is
     tried in ``tests/test_twistd.py``): every file ends at a frame boundary and
     was fsynced (``tests/faulty_twistd.py`` logs each fsync) before exit.
+Breaks in a session
+    spt3g's ``G3NetworkSender`` in listen mode sends long SMuRF sessions as
+    smurf-streamer's SessionManager does (``tests/so/sender.py``: 0.5 s
+    Scan frames, a status diff a second, no ALIVE while data flows) to
+    ``twistd tsagg --time-per-file 3`` through a relay
+    (``tests/relay.py``).  5 s into a session the relay is cut (both
+    sides reset) for 0.3 s; or tsagg is stopped (SIGTERM, kill -9) and
+    started again; or tsagg first starts 5 s into a session.  sotodlib
+    reads the archive (``tests/so/continuity.py``): one complete
+    observation per session in G3tSmurf, ``SmurfStatus.from_file`` finding
+    the channel count in every file that holds data (but those of a
+    session joined midway, whose status dump tsagg never saw), every such
+    file beginning with the Observation and the whole status chain bit for
+    bit as sent, no frame written twice.  *Frames kept / expected* counts
+    the Scan frames of the session against those the sender sent; a cut
+    may cost 2 at most, a restart those sent while no tsagg ran.
 Fuzzing
     Hypothesis mutates a valid SO stream (bit flips, truncations,
     insertions, duplications, deletions, u64 overwrites, random chunking)

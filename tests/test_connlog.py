@@ -257,12 +257,14 @@ class ServiceLogTests(ServiceTestCase):
             reactor, port, interface="127.0.0.1").listen(peer)
         self.addCleanup(listening.stopListening)
         conn = yield peer.next_connection()
-        conn.transport.write(F.raw(F.observation()) + F.raw(F.scan(2)))
+        # Frames of no session: their loss is no break in a session.
+        conn.transport.write(F.raw(F.observation(session_id=None))
+                             + F.raw(F.scan(2, session_id=None)))
         yield wait_until(lambda: service.status["frames_written"] == 2)
         # ...the sender goes away, and comes back.
         conn.transport.loseConnection()
         conn = yield peer.next_connection()
-        conn.transport.write(F.raw(F.scan(3)))
+        conn.transport.write(F.raw(F.scan(3, session_id=None)))
         yield wait_until(lambda: service.status["frames_received"] == 3)
         yield service.stopService()
 
@@ -285,3 +287,49 @@ class ServiceLogTests(ServiceTestCase):
             self.assertNotIn("Scheduling retry", text)
             self.assertNotIn("Starting factory", text)
             self.assertNotIn("Stopping factory", text)
+
+
+class BreakTests(ConnectionLogTestCase):
+    """
+    A connection lost while the writer has a session in progress.
+    """
+
+    def setUp(self):
+        ConnectionLogTestCase.setUp(self)
+        self.session = 1795604518
+        self.log = ConnectionLog("smurf-srv:50000", self.clock,
+                                 session=lambda: self.session)
+        self.log.log = Logger(observer=self.lines)
+
+    def test_a_bad_stream_in_a_session_is_an_error(self):
+        self.log.connected("p")
+        self.log.receiving()
+        self.log.lost("bad stream, frame rejected by spt3g: CRC",
+                      level="error")
+        self.log.retrying(1, 1.5)
+        self.assertEqual(self.lines.text[-1],
+                         "Connection to smurf-srv:50000 lost during session "
+                         "1795604518: bad stream, frame rejected by spt3g: "
+                         "CRC; next try in 1.5 s")
+        self.assertEqual(self.lines.levels[-1], "error")
+        self.assertFalse(self.log.ended_after_frames)
+
+    def test_resumed_with_no_break_known(self):
+        self.log.session_resumed(1795604518, 3)
+        self.assertEqual(self.lines.text,
+                         ["Session 1795604518 goes on; 3 frames missed"])
+        self.assertEqual(self.log.status, {"breaks": 0,
+                                           "frames_missed_in_breaks": 3})
+
+    def test_a_break_that_lasts_long_is_said_in_minutes(self):
+        self.log.connected("p")
+        self.log.receiving()
+        self.log.lost("the connection was lost")
+        self.log.retrying(1, 0.05)
+        self.clock.advance(125)
+        self.log.connected("p")
+        self.log.receiving()
+        self.log.session_resumed(1795604518, 250)
+        self.assertEqual(self.lines.text[-1],
+                         "Connection to smurf-srv:50000 back after 2 min 5 s; "
+                         "session 1795604518 goes on; 250 frames missed")

@@ -227,6 +227,7 @@ class FakeConnectionLog:
 
     def __init__(self):
         self.calls = []
+        self.batches_taken = 0
 
     def connected(self, peer):
         self.calls.append(("connected", peer))
@@ -236,6 +237,9 @@ class FakeConnectionLog:
 
     def lost(self, why, partial=0, level="warn"):
         self.calls.append(("lost", why, partial, level))
+
+    def frames_taken(self):
+        self.batches_taken += 1
 
 
 class ConnectionLogTests(ProtocolTestCase):
@@ -261,6 +265,15 @@ class ConnectionLogTests(ProtocolTestCase):
         self.proto.dataReceived(F.raw(F.scan(2)))
         self.assertEqual(self.connection_log.calls,
                          [("connected", "127.0.0.1:50000"), ("receiving",)])
+
+    def test_each_batch_is_told_once_the_sink_has_it(self):
+        taken = []
+        self.sink.framesReceived = lambda frames: taken.append(
+            self.connection_log.batches_taken)
+        self.proto.dataReceived(F.raw(F.scan(1)))
+        self.proto.dataReceived(F.raw(F.scan(2)) + F.raw(F.scan(3)))
+        self.assertEqual(taken, [0, 1])
+        self.assertEqual(self.connection_log.batches_taken, 2)
 
     def test_closed_by_the_sender(self):
         self.lose()

@@ -1,16 +1,25 @@
 """
 Tests for L{tsagg.service}: connection management over real loopback
-sockets.
+sockets, and the timing and log lines of reconnects on a
+L{MemoryReactorClock}.
 """
 
 import os
 
-from twisted.internet import defer, reactor, task
+from twisted.application.internet import backoffPolicy
+from twisted.internet import defer, error, reactor, task
+from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger, formatEvent
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from zope.interface import implementer
+
 from tsagg.clock import MonotonicClock
+from tsagg.interfaces import IFrameSink
 from tsagg.service import RecordingService, tcp_endpoint_description
 
 from tests import frames as F
@@ -305,3 +314,327 @@ class StatusTests(ServiceTestCase):
         self.assertTrue(plain(status))
         yield service.stopService()
         self.assertEqual(types_in(files_and_frames(self.dir)[0][1]), "OSS")
+
+
+@implementer(IFrameSink)
+class FakeWriter:
+    """
+    An L{IFrameSink} with the outside of a L{RotatingWriter}, whose session
+    in progress the test sets; at the first frames after a reconnect it
+    calls C{on_session_resumed} as the writer does when C{resume} says so.
+
+    @ivar resume: C{(session_id, missed)} to report at the first frames of
+        the next connection, or L{None}.
+    """
+
+    data_dir = "/data"
+    on_session_resumed = None
+
+    def __init__(self):
+        self.session_id = None
+        self.resume = None
+        self.frames = []
+
+    @property
+    def status(self):
+        return {"session_id": self.session_id, "stream_id": "crate1slot2",
+                "last_error": None}
+
+    def prepare(self, create=False):
+        pass
+
+    def start(self):
+        pass
+
+    def close(self):
+        pass
+
+    def add_closed_file_listener(self, listener):
+        pass
+
+    def handed_on(self, relative):
+        pass
+
+    def release_journal(self):
+        pass
+
+    def streamStarted(self, producer):
+        pass
+
+    def framesReceived(self, frames):
+        self.frames += frames
+        resume, self.resume = self.resume, None
+        if resume is not None:
+            self.on_session_resumed(*resume)
+
+    def streamStopped(self, reason):
+        pass
+
+
+#: Backoff without jitter: 1.5 s, 2.25 s, ... after failed attempts.
+BACKOFF = backoffPolicy(initialDelay=1.0, maxDelay=30.0, jitter=lambda: 0.0)
+
+ADDRESS = "127.0.0.1:4532"
+
+
+class MemoryServiceTestCase(unittest.TestCase):
+    """
+    A L{RecordingService} on a L{MemoryReactorClock}: its connection
+    attempts are made, refused and accepted by hand, its timers advanced by
+    hand, and its connection log captured.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.writer = FakeWriter()
+        self.service = RecordingService(
+            self.reactor, tcp_endpoint_description("127.0.0.1", 4532),
+            "/data", writer=self.writer, retry_policy=BACKOFF)
+        self.lines = []
+        self.service.connection_log.log = Logger(
+            observer=lambda e: self.lines.append(formatEvent(e)))
+        self.service.startService()
+
+    def attempts(self):
+        return len(self.reactor.tcpClients)
+
+    def refuse(self):
+        factory = self.reactor.tcpClients[-1][2]
+        factory.clientConnectionFailed(
+            self.reactor.connectors[-1],
+            Failure(error.ConnectionRefusedError("Connection refused")))
+
+    def accept(self):
+        address = IPv4Address("TCP", "127.0.0.1", 4532)
+        proto = self.reactor.tcpClients[-1][2].buildProtocol(address)
+        proto.makeConnection(StringTransport(peerAddress=address))
+        return proto
+
+    def drop(self, proto):
+        proto.connectionLost(Failure(error.ConnectionDone()))
+
+    def session(self, proto, session_id=1795604518, start=2, count=3):
+        """
+        The writer has C{session_id} in progress, and C{proto} delivers
+        Scan frames of it.
+        """
+        self.writer.session_id = session_id
+        proto.dataReceived(b"".join(F.raw(F.scan(n, session_id=session_id))
+                                    for n in range(start, start + count)))
+
+    def next_try_in(self):
+        """
+        Seconds until the one timer that is left: the next attempt.
+        """
+        [call] = self.reactor.getDelayedCalls()
+        return call.getTime() - self.reactor.seconds()
+
+    def try_again(self):
+        """
+        Let the next attempt be made.
+        """
+        before = self.attempts()
+        self.reactor.advance(self.next_try_in())
+        self.assertEqual(self.attempts(), before + 1)
+
+
+class ReconnectTimingTests(MemoryServiceTestCase):
+    """
+    Backoff is for attempts that fail; a connection that delivered frames
+    and dropped is tried again at once.
+    """
+
+    def test_the_first_attempt_is_made_at_once(self):
+        self.assertEqual(self.attempts(), 1)
+
+    def test_a_refused_first_try_backs_off(self):
+        self.refuse()
+        self.assertEqual(self.next_try_in(), 1.5)
+        self.try_again()
+        self.refuse()
+        self.assertEqual(self.next_try_in(), 2.25)
+
+    def test_the_default_backoff_has_jitter(self):
+        service = RecordingService(
+            MemoryReactorClock(), tcp_endpoint_description("127.0.0.1", 1),
+            "/data", writer=FakeWriter())
+        delays = {service._retry_policy(1) for _ in range(20)}
+        self.assertTrue(all(1.5 <= d < 2.5 for d in delays), delays)
+        self.assertGreater(len(delays), 1)
+
+    def test_a_connection_that_delivered_frames_is_tried_again_at_once(self):
+        proto = self.accept()
+        self.session(proto)
+        self.drop(proto)
+        self.assertLessEqual(self.next_try_in(), 0.1)
+
+    def test_a_failed_quick_try_resumes_backoff(self):
+        proto = self.accept()
+        self.session(proto)
+        self.drop(proto)
+        self.try_again()
+        self.refuse()
+        self.assertEqual(self.next_try_in(), 1.5)
+        self.try_again()
+        self.refuse()
+        self.assertEqual(self.next_try_in(), 2.25)
+
+    def test_a_quick_try_that_connects_needs_no_backoff(self):
+        proto = self.accept()
+        self.session(proto)
+        self.drop(proto)
+        self.try_again()
+        self.accept()
+        self.assertEqual(self.attempts(), 2)
+
+    def test_a_connection_without_frames_backs_off(self):
+        self.drop(self.accept())
+        self.assertEqual(self.next_try_in(), 1.5)
+
+    def test_a_bad_stream_backs_off(self):
+        proto = self.accept()
+        bad = bytearray(F.raw(F.scan(3)))
+        bad[-1] ^= 0xFF
+        proto.dataReceived(F.raw(F.scan(2)) + bytes(bad))
+        self.assertTrue(proto.transport.disconnecting)
+        self.drop(proto)
+        self.assertEqual(self.next_try_in(), 1.5)
+
+    def test_quick_tries_are_spaced(self):
+        """
+        A sender that drops each connection as soon as it has sent
+        something is tried at once no more than every ten seconds.
+        """
+        proto = self.accept()
+        self.session(proto)
+        self.drop(proto)
+        self.try_again()
+        proto = self.accept()
+        self.session(proto, start=5)
+        self.drop(proto)
+        self.assertEqual(self.next_try_in(), 1.5)
+        self.try_again()
+        proto = self.accept()
+        self.reactor.advance(10)
+        self.session(proto, start=8)
+        self.drop(proto)
+        self.assertLessEqual(self.next_try_in(), 0.1)
+
+    def test_stop_cancels_the_quick_try(self):
+        proto = self.accept()
+        self.session(proto)
+        self.drop(proto)
+        self.service.stopService()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class BreakLogTests(MemoryServiceTestCase):
+    """
+    A connection lost during a session is one pair of lines: lost, and
+    back once the session goes on; none claims a new session.
+    """
+
+    def break_off(self, session_id=1795604518):
+        proto = self.accept()
+        self.session(proto, session_id)
+        del self.lines[:]
+        self.drop(proto)
+
+    def test_the_writer_calls_the_connection_log(self):
+        self.assertEqual(self.writer.on_session_resumed,
+                         self.service.connection_log.session_resumed)
+
+    def test_a_break_is_one_pair_of_lines(self):
+        self.break_off()
+        self.reactor.advance(0.05)
+        proto = self.accept()
+        self.reactor.advance(0.35)
+        self.writer.resume = (1795604518, 1)
+        self.session(proto, start=6)
+        self.assertEqual(self.lines, [
+            "Connection to %s lost during session 1795604518: the sender "
+            "closed the connection; next try in 0.1 s" % ADDRESS,
+            "Connection to %s back after 0.4 s; session 1795604518 goes on; "
+            "1 frame missed" % ADDRESS])
+        status = self.service.status
+        self.assertEqual((status["breaks"], status["frames_missed_in_breaks"]),
+                         (1, 1))
+        self.assertIsNone(status["connection_trouble"])
+
+    def test_missed_frames_add_up(self):
+        proto = self.accept()
+        for n, missed in enumerate([2, 0, 3]):
+            self.session(proto, start=10 * n)
+            self.drop(proto)
+            self.reactor.advance(10)
+            proto = self.accept()
+            self.writer.resume = (1795604518, missed)
+            self.session(proto, start=10 * n + 5)
+            self.assertTrue(self.lines[-1].endswith(
+                "goes on; %d frames missed" % missed), self.lines[-1])
+        status = self.service.status
+        self.assertEqual((status["breaks"], status["frames_missed_in_breaks"]),
+                         (3, 5))
+
+    def test_a_failed_quick_try_is_told_between_the_pair(self):
+        self.break_off()
+        self.try_again()
+        self.refuse()
+        self.try_again()
+        proto = self.accept()
+        self.writer.resume = (1795604518, 4)
+        self.session(proto, start=9)
+        self.assertEqual(self.lines[1:], [
+            "Cannot connect to %s: connection refused; next try in 1.5 s"
+            % ADDRESS,
+            "Connection to %s back after 1.6 s; session 1795604518 goes on; "
+            "4 frames missed" % ADDRESS])
+
+    def test_a_new_session_after_a_break_is_a_plain_reconnect(self):
+        self.break_off()
+        self.try_again()
+        proto = self.accept()
+        self.assertEqual(len(self.lines), 1)
+        self.session(proto, session_id=1795609999)
+        self.assertEqual(self.lines[1:], ["Connected to %s" % ADDRESS])
+        self.assertEqual(self.service.status["frames_missed_in_breaks"], 0)
+
+    def test_a_session_that_does_not_go_on_is_a_plain_reconnect_in_time(self):
+        self.break_off()
+        self.try_again()
+        proto = self.accept()
+        self.session(proto, start=7)
+        self.reactor.advance(9.9)
+        self.session(proto, start=8, count=1)
+        self.assertEqual(len(self.lines), 1)
+        self.reactor.advance(0.1)
+        self.session(proto, start=9, count=1)
+        self.assertEqual(self.lines[1:], ["Connected to %s" % ADDRESS])
+
+    def test_a_drop_before_the_session_goes_on_is_the_same_break(self):
+        self.break_off()
+        self.try_again()
+        self.drop(self.accept())
+        self.try_again()
+        proto = self.accept()
+        self.writer.resume = (1795604518, 3)
+        self.session(proto, start=9)
+        self.assertEqual(len(self.lines), 2, self.lines)
+        self.assertEqual(self.service.status["breaks"], 1)
+
+    def test_no_session_in_progress_is_a_plain_disconnect(self):
+        proto = self.accept()
+        proto.dataReceived(F.raw(F.scan(2, session_id=None)))
+        del self.lines[:]
+        self.drop(proto)
+        self.try_again()
+        self.accept()
+        self.assertEqual(self.lines, [
+            "Disconnected from %s: the sender closed the connection; next "
+            "try in 0.1 s" % ADDRESS, "Connected to %s" % ADDRESS])
+        self.assertEqual(self.service.status["breaks"], 0)
+
+    def test_a_stop_in_a_break_says_nothing_more(self):
+        self.break_off()
+        self.service.stopService()
+        self.assertEqual(len(self.lines), 1)

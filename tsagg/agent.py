@@ -99,7 +99,8 @@ class TimestreamAggregator:
         **Process** - Connect to the sender at ``--address``:``--port`` and
         write every frame it sends into rotating files under ``--data-dir``,
         by the SO stream rules, until stopped.  The connection is made again
-        with exponential backoff whenever it fails or drops.  Stopping closes
+        at once when it drops after delivering frames, and with exponential
+        backoff after tries that fail.  Stopping closes
         the current file at a frame boundary and ends the Process at once.
 
         While it runs, a record of the recording goes to the ``recorder``
@@ -128,6 +129,8 @@ class TimestreamAggregator:
                  'idle_timeouts': 0,
                  'last_stream_error': None,
                  'connection_trouble': None,
+                 'breaks': 0,
+                 'frames_missed_in_breaks': 0,
                  'current_file': '/data/17649/crate1slot2/1764912345_000.g3',
                  'current_file_age': 115.2,
                  'last_file': None,
@@ -168,7 +171,10 @@ class TimestreamAggregator:
             ``peer`` which address it has (or last had); ``reconnects``
             counts connections after the first; ``connection_trouble``
             says what keeps the recording from its sender (``'connection
-            refused'``, ``'no data for 30 s'``).  ``current_file`` is the
+            refused'``, ``'no data for 30 s'``).  ``breaks`` counts
+            connections lost while a session was in progress, and
+            ``frames_missed_in_breaks`` the frames they cost the sessions
+            that went on.  ``current_file`` is the
             file being written (``None`` between acquisitions) and
             ``last_file`` the one closed last.  ``frames_dropped_upstream``
             counts frames missing from jumps of ``frame_num``;

@@ -2,7 +2,9 @@
 The connection side of the log, in the operator's words: one line per change
 of state (connecting, connected, disconnected and why, the next try), and a
 trouble that repeats (a sender that refuses every try, a peer that never
-sends) logged once, then summarized once a minute and when it ends.
+sends) logged once, then summarized once a minute and when it ends.  A
+connection lost during a session is a break: one line when it is lost, one
+when the session goes on.
 """
 
 from twisted.internet import error
@@ -15,6 +17,10 @@ __all__ = ["ConnectionLog", "connect_failure_text", "loss_text",
 
 #: Seconds between the summaries of a trouble that goes on.
 SUMMARY_INTERVAL = 60.0
+
+#: Seconds after a reconnect within which the session lost in a break is
+#: expected to go on; after them the reconnect is logged as any other.
+RESUME_WITHIN = 10.0
 
 
 def connect_failure_text(failure):
@@ -88,6 +94,29 @@ class _Trouble:
                                          self.text, self.count, unit)
 
 
+class _Break:
+    """
+    A connection lost while a session was in progress, until that session
+    goes on or the new connection turns out not to continue it.
+
+    @ivar session: The session id in progress when it was lost.
+    @ivar since: When it was lost.
+    @ivar announced: Whether its first line was written.
+    @ivar connected_at: When a connection came back, or L{None} while none
+        is up.
+    """
+
+    def __init__(self, session, since):
+        self.session = session
+        self.since = since
+        self.announced = False
+        self.connected_at = None
+
+
+def _frames(count):
+    return "1 frame" if count == 1 else "%d frames" % (count,)
+
+
 class ConnectionLog:
     """
     Tell the operator what the connection to one sender does.
@@ -99,18 +128,50 @@ class ConnectionLog:
     one before, with no frame received in between, is counted, not logged,
     and summarized once a minute and in the line that ends it.
 
+    A connection lost while the writer has a session in progress
+    (C{session()} is not L{None}) is a break, told in two lines::
+
+        Connection to 127.0.0.1:4532 lost during session 1795604518: the connection was lost; next try in 0.1 s
+        Connection to 127.0.0.1:4532 back after 0.4 s; session 1795604518 goes on; 1 frame missed
+
+    The second comes when the writer calls L{session_resumed}, at the first
+    live data of that session after the reconnect; the reconnect's own
+    "Connected" line is not written then.  If the new connection brings
+    another session (or, after C{resume_within} seconds of frames, none),
+    the "Connected" line is written as after any disconnect.
+
     @ivar address: The sender, as C{host:port}.
     @ivar clock: The C{IReactorTime} that times troubles.
     @ivar summary_interval: Seconds between the summaries of a trouble that
         goes on.
+    @ivar ended_after_frames: Whether what ended last was a connection that
+        had delivered frames and that tsagg did not drop for a bad stream
+        (rather than a failed attempt): the retry policy tries again at
+        once after one.
+    @ivar breaks: Connections lost while a session was in progress.
+    @ivar frames_missed_in_breaks: Frames of the sessions that went on
+        after a break that the breaks cost, as the writer counted them from
+        C{frame_num}.
+    @ivar resume_within: Seconds after a reconnect in a break within which
+        the session is expected to go on.
     """
 
     log = Logger()
 
-    def __init__(self, address, clock, summary_interval=SUMMARY_INTERVAL):
+    def __init__(self, address, clock, summary_interval=SUMMARY_INTERVAL,
+                 session=None, resume_within=RESUME_WITHIN):
+        """
+        @param session: Returns the id of the session the writer has in
+            progress, or L{None}; without it no loss is a break.
+        """
         self.address = address
         self.clock = clock
         self.summary_interval = summary_interval
+        self.resume_within = resume_within
+        self._session = session
+        self._break = None
+        self.breaks = 0
+        self.frames_missed_in_breaks = 0
         self._trouble = None
         # What ended the last attempt or connection, until the retry is
         # scheduled: (text, whether a connect failure, log level).
@@ -118,6 +179,9 @@ class ConnectionLog:
         self._stopping = False
         # Whether this connection's "connected" line waits for its frames.
         self._awaiting_frames = False
+        # Whether the connection up now has delivered frames.
+        self._delivered = False
+        self.ended_after_frames = False
 
     @property
     def trouble(self):
@@ -126,6 +190,16 @@ class ConnectionLog:
         C{'connection refused'}), or L{None}.
         """
         return None if self._trouble is None else self._trouble.text
+
+    @property
+    def status(self):
+        """
+        The breaks in the status::
+
+            {'breaks': 1, 'frames_missed_in_breaks': 1}
+        """
+        return {"breaks": self.breaks,
+                "frames_missed_in_breaks": self.frames_missed_in_breaks}
 
     def starting(self, data_dir=None):
         """
@@ -137,6 +211,9 @@ class ConnectionLog:
         self._trouble = None
         self._ended = None
         self._awaiting_frames = False
+        self._delivered = False
+        self.ended_after_frames = False
+        self._break = None
         if data_dir is None:
             self.log.info("Connecting to {address}", address=self.address)
         else:
@@ -146,9 +223,11 @@ class ConnectionLog:
 
     def stopping(self):
         """
-        Recording stops: the connection about to end is no trouble.
+        Recording stops: the connection about to end is no trouble, and no
+        break.
         """
         self._stopping = True
+        self._break = None
 
     def connect_failed(self, failure):
         """
@@ -156,6 +235,7 @@ class ConnectionLog:
 
         @param failure: Its L{Failure}.
         """
+        self.ended_after_frames = False
         if not self._stopping and not failure.check(
                 error.ConnectingCancelledError):
             self._ended = (connect_failure_text(failure), True, "warn")
@@ -173,6 +253,15 @@ class ConnectionLog:
             ended = ("the connection ended", False, "warn")
         text, connect_failure, level = ended
         now = self.clock.seconds()
+        broken = self._break
+        if broken is not None and not broken.announced and not connect_failure:
+            broken.announced = True
+            self._trouble = _Trouble(text, False, now)
+            emit = self.log.error if level == "error" else self.log.warn
+            emit("Connection to {address} lost during session {session}: "
+                 "{text}; next try in {delay}", address=self.address,
+                 session=broken.session, text=text, delay=delay_text(delay))
+            return
         trouble = self._trouble
         if trouble is not None and trouble.text == text:
             trouble.count += 1
@@ -207,6 +296,13 @@ class ConnectionLog:
         """
         trouble = self._trouble
         self._awaiting_frames = False
+        self._delivered = False
+        if self._break is not None:
+            # Said when the session goes on, or when it turns out not to.
+            self._break.connected_at = self.clock.seconds()
+            if trouble is not None and trouble.connect_failure:
+                self._trouble = None
+            return
         if trouble is None or trouble.connect_failure:
             self._trouble = None
             self._say_connected("Connected to {address}", trouble, peer)
@@ -219,7 +315,10 @@ class ConnectionLog:
         """
         The first frames of a connection arrived.
         """
+        self._delivered = True
         trouble, self._trouble = self._trouble, None
+        if self._break is not None:
+            return
         if self._awaiting_frames:
             self._awaiting_frames = False
             self._say_connected("Connected to {address}, frames arriving",
@@ -237,6 +336,15 @@ class ConnectionLog:
             stream that broke the rules.
         """
         self._awaiting_frames = False
+        self.ended_after_frames = self._delivered and level != "error"
+        self._delivered = False
+        if self._break is not None:
+            self._break.connected_at = None
+        elif not self._stopping and self._session is not None:
+            session = self._session()
+            if session is not None:
+                self._break = _Break(session, self.clock.seconds())
+                self.breaks += 1
         if self._stopping:
             if partial:
                 self.log.info("Disconnected from {address}: recording "
@@ -248,6 +356,46 @@ class ConnectionLog:
             why = "%s; %d bytes of an incomplete frame discarded" % (
                 why, partial)
         self._ended = (why, False, level)
+
+    def frames_taken(self):
+        """
+        The writer took a batch of frames.  After a reconnect in a break,
+        a session other than the one lost in progress, or none going on
+        within C{resume_within} seconds, ends the break: the reconnect is
+        logged as any other.
+        """
+        broken = self._break
+        if broken is None or broken.connected_at is None:
+            return
+        session = self._session()
+        now = self.clock.seconds()
+        if ((session is not None and session != broken.session)
+                or now - broken.connected_at >= self.resume_within):
+            self._break = None
+            self._say_connected("Connected to {address}", None, None)
+
+    def session_resumed(self, session_id, missed):
+        """
+        The first live data of the session in progress came after a
+        reconnect (the writer calls this): the break ends.  With no break
+        known (the first connection of a start that goes on with a session
+        found on disk), the line says only that the session goes on.
+
+        @param session_id: The session that goes on.
+        @param missed: Frames the break cost, from C{frame_num}.
+        """
+        self.frames_missed_in_breaks += missed
+        broken, self._break = self._break, None
+        self._trouble = None
+        if broken is None:
+            self.log.info("Session {session} goes on; {missed} missed",
+                          session=session_id, missed=_frames(missed))
+            return
+        self.log.info("Connection to {address} back after {delay}; session "
+                      "{session} goes on; {missed} missed",
+                      address=self.address,
+                      delay=delay_text(self.clock.seconds() - broken.since),
+                      session=session_id, missed=_frames(missed))
 
     def _say_connected(self, format, trouble, peer):
         after = ""

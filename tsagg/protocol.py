@@ -118,6 +118,7 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
                 self.factory.connection_log.receiving()
             stats.frames_received += len(frames)
             self._sink.framesReceived(frames)
+            self.factory.connection_log.frames_taken()
             # A write that took long was tsagg's time, not the peer's.
             self.resetTimeout()
         if error is not None:

@@ -21,8 +21,8 @@ from tsagg.interfaces import IFrameSink
 from tsagg.protocol import G3StreamFactory
 from tsagg.writer import DataDirError, RotatingWriter
 
-__all__ = ["RecordingService", "tcp_endpoint_description", "in_thread_pool",
-           "endpoint_address", "DataDirError"]
+__all__ = ["RecordingService", "RetryPolicy", "tcp_endpoint_description",
+           "in_thread_pool", "endpoint_address", "DataDirError"]
 
 
 def tcp_endpoint_description(address, port, timeout=10):
@@ -96,15 +96,63 @@ class _ReportingEndpoint:
         return d.addErrback(failed)
 
 
-def _reporting_policy(policy, connection_log):
+class RetryPolicy:
     """
-    A retry policy that tells a L{ConnectionLog} when the next try is.
+    When to try the sender again, as C{ClientService}'s C{retryPolicy}.
+
+    A connection that delivered frames and then dropped is tried again at
+    once, after C{quick} seconds: a listen-mode C{G3NetworkSender} keeps
+    nothing for a receiver that is not connected, so each second away is a
+    second of data lost.  Backoff is for attempts that fail: the first
+    attempts of a start, and the tries after a quick one that failed,
+    wait C{backoff(1)}, C{backoff(2)}, ... as if the quick one had not been
+    made.  At most one quick try is made every C{spacing} seconds, so a
+    sender that drops every connection as soon as it has sent something
+    is not hammered.
+
+    Each delay is told to the L{ConnectionLog}, which says when the next
+    try is.
+
+    @ivar backoff: The policy of failed attempts (C{backoffPolicy}).
+    @ivar connection_log: The L{ConnectionLog}: its C{ended_after_frames}
+        says whether what ended was a connection that delivered frames.
+    @ivar clock: The C{IReactorTime} that spaces the quick tries.
+    @ivar quick: Seconds before the quick try.
+    @ivar spacing: Least seconds between two quick tries.
     """
-    def delay(attempt):
-        seconds = policy(attempt)
-        connection_log.retrying(attempt, seconds)
-        return seconds
-    return delay
+
+    def __init__(self, backoff, connection_log, clock, quick=0.05,
+                 spacing=10.0):
+        self.backoff = backoff
+        self.connection_log = connection_log
+        self.clock = clock
+        self.quick = quick
+        self.spacing = spacing
+        self._last_quick = None
+        # Attempts of this run of failures that were quick tries.
+        self._quick_tries = 0
+
+    def __call__(self, attempt):
+        """
+        @param attempt: Failed attempts in a row, counted by
+            C{ClientService}: 1 after a connection ended, or after the first
+            attempt failed.
+        @return: Seconds until the next attempt.
+        """
+        if attempt == 1:
+            self._quick_tries = 0
+            now = self.clock.seconds()
+            if self.connection_log.ended_after_frames and (
+                    self._last_quick is None
+                    or now - self._last_quick >= self.spacing):
+                self._last_quick = now
+                self._quick_tries = 1
+        if attempt == 1 and self._quick_tries:
+            delay = self.quick
+        else:
+            delay = self.backoff(attempt - self._quick_tries)
+        self.connection_log.retrying(attempt, delay)
+        return delay
 
 
 @implementer(IFrameSink)
@@ -160,7 +208,9 @@ class RecordingService(Service):
     """
     Record the G3 stream of one sender into rotating files.
 
-    Reconnects with exponential backoff (C{ClientService}), drops a peer
+    Reconnects at once after a connection that delivered frames dropped,
+    with exponential backoff after failed attempts (C{ClientService},
+    L{RetryPolicy}), drops a peer
     that stays silent for C{idle_timeout} seconds, and closes the current
     file at a frame boundary when stopped.  It can be started and stopped
     any number of times.
@@ -188,6 +238,13 @@ class RecordingService(Service):
     #: Seconds a stop waits for the hand-off of the files it closed.
     handoff_grace = 0.25
 
+    #: Seconds before the first try after a connection that delivered
+    #: frames dropped (L{RetryPolicy}).
+    quick_retry = 0.05
+
+    #: Least seconds between two such quick tries.
+    quick_retry_spacing = 10.0
+
     def __init__(self, reactor, endpoint_description, data_dir,
                  time_per_file=600.0, gap_timeout=10.0, idle_timeout=30.0,
                  stream_id="unknown", max_frame_size=wire.DEFAULT_MAX_FRAME_SIZE,
@@ -196,6 +253,9 @@ class RecordingService(Service):
                  clock=None, suprsync_db=None,
                  suprsync_archive=DEFAULT_ARCHIVE, watch_frames=None):
         """
+        @param retry_policy: Seconds before the next attempt after
+            C{attempt} failed ones (C{backoffPolicy(initialDelay=1.0,
+            maxDelay=30.0)} by default); see L{RetryPolicy}.
         @param watch_frames: Called with each batch of frames (a L{list} of
             L{tsagg.frames.LazyFrame}s) after the writer took it, e.g. by a
             L{tsagg.quicklook.QuickLook}; what it raises is logged and does
@@ -220,7 +280,12 @@ class RecordingService(Service):
         writer.add_closed_file_listener(self.handoff)
         self.handoff.add_listener(
             lambda record: writer.handed_on(record["path"]), wants_md5=False)
-        self.connection_log = ConnectionLog(self.address, self.clock)
+        self.connection_log = ConnectionLog(
+            self.address, self.clock,
+            session=lambda: writer.status["session_id"])
+        # The writer calls it at the first live data of the session in
+        # progress after a reconnect.
+        writer.on_session_resumed = self.connection_log.session_resumed
         sink = writer if watch_frames is None else _WatchedSink(writer,
                                                                watch_frames)
         self.factory = G3StreamFactory(sink, self.clock,
@@ -257,8 +322,9 @@ class RecordingService(Service):
         self._client = _QuietClientService(
             _ReportingEndpoint(self.endpoint, self.connection_log),
             self.factory,
-            retryPolicy=_reporting_policy(self._retry_policy,
-                                          self.connection_log),
+            retryPolicy=RetryPolicy(self._retry_policy, self.connection_log,
+                                    self.clock, quick=self.quick_retry,
+                                    spacing=self.quick_retry_spacing),
             clock=self.clock)
         self._client.startService()
 
@@ -311,7 +377,8 @@ class RecordingService(Service):
              'connected': True, 'peer': '127.0.0.1:50000', 'connections': 1,
              'reconnects': 0, 'bytes_received': 1731234, 'bad_frames': 0,
              'idle_timeouts': 0, 'last_stream_error': None,
-             'connection_trouble': None,
+             'connection_trouble': None, 'breaks': 0,
+             'frames_missed_in_breaks': 0,
              'current_file': '/data/17649/crate1slot2/1764912345_000.g3',
              'last_file': None, 'stream_id': 'crate1slot2',
              'session_id': 1764912345, 'files_written': 1,
@@ -325,7 +392,9 @@ class RecordingService(Service):
 
         C{connection_trouble} says what keeps the recording from its
         sender (C{'connection refused'}, C{'no data for 30 s'}), L{None}
-        when nothing does.
+        when nothing does.  C{breaks} counts connections lost while a
+        session was in progress, C{frames_missed_in_breaks} the frames of
+        sessions that went on after a break that the breaks cost.
         C{files_vanished} counts open files found removed or replaced
         (the data directory deleted or moved aside); C{slow_writes} counts
         writes and syncs that took C{slow_write} seconds or more, and
@@ -335,6 +404,7 @@ class RecordingService(Service):
                   "endpoint": self.endpoint_description}
         status.update(self.factory.stats.as_dict())
         status["connection_trouble"] = self.connection_log.trouble
+        status.update(self.connection_log.status)
         status.update(self.writer.status)
         status.update(self.handoff.status)
         if status["last_error"] is None:

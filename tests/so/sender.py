@@ -14,6 +14,14 @@ until the go-file exists; then one session of each kind in SESSION_KINDS,
 one second of ALIVE between them; then writes the manifest (JSON: every
 session, what it is meant to show, when its frames were sent) and exits.
 
+The long mode (``--control DIR --sessions N --frame-period 0.5`` instead of
+``--go-file``) sends sessions whose length the test decides: session n
+starts when ``DIR/start<n>`` exists and ends when ``DIR/stop<n>`` does, a
+Scan frame every frame period and a status diff every second in between,
+and no ALIVE while it runs (see ``Streamer.long_session``).  Its reference
+archive holds each session's frames exactly as they went on the wire, and
+its manifest every frame sent, with when.
+
 A session: START; Observation (``stream_placement`` 'start'); Wiring with
 ``dump`` true, the whole status as YAML; Scan frames every 0.2 s; Wiring
 diffs (``dump`` false, only the changed keys) now and then; at the end a
@@ -82,6 +90,11 @@ SESSION_KINDS = {
 }
 
 
+#: The type code of each frame type, as tsagg and the manifest write them.
+TYPE_CODES = {core.G3FrameType.Scan: "S", core.G3FrameType.Observation: "O",
+              core.G3FrameType.Wiring: "W", core.G3FrameType.none: "N"}
+
+
 def flow_control(value, frame_type=core.G3FrameType.none):
     frame = core.G3Frame(frame_type)
     frame["sostream_flowcontrol"] = value
@@ -128,14 +141,16 @@ class Streamer:
     One G3NetworkSender and the sessions sent through it.
     """
 
-    def __init__(self, sender, stream_id, tune, status, sample_rate, rng):
+    def __init__(self, sender, stream_id, tune, status, sample_rate, rng,
+                 frame_period=FRAME_PERIOD):
         self.sender = sender
         self.stream_id = stream_id
         self.tune = tune
         self.status = status
         self.status_yaml = yaml.dump(status, Dumper=yaml.CSafeDumper)
         self.sample_rate = sample_rate
-        self.samples_per_frame = int(round(sample_rate * FRAME_PERIOD))
+        self.frame_period = frame_period
+        self.samples_per_frame = int(round(sample_rate * frame_period))
         self.channels = int(np.sum(tune.channels != -1))
         self.names = core.G3VectorString(
             ["r%04d" % ch for ch in range(self.channels)])
@@ -179,7 +194,7 @@ class Streamer:
 
         # The samples of Scan frame k are those just before it is sent; the
         # first on a whole 10 ms, in G3 ticks.
-        t_sample0 = (int((t_open - FRAME_PERIOD) * 100)
+        t_sample0 = (int((t_open - self.frame_period) * 100)
                      * (int(core.G3Units.s) // 100))
         diffs = [d for d in DIFF_OFFSETS if d < scans[-1]]
         events = sorted([(s, "scan") for s in scans]
@@ -226,6 +241,103 @@ class Streamer:
             "end_sent": end_sent,
             "timing": check_timing(kind, time_per_file, t_open, scan_sent,
                                    end_sent),
+        }
+
+    def long_session(self, stop_file, reference_dir, diff_period=1.0):
+        """
+        Send one session as smurf-streamer's SessionManager does, for as
+        long as the test wants: START, Observation 'start', the status
+        dump, then a Scan frame every C{frame_period} seconds and a status
+        diff every C{diff_period} seconds (between two Scan frames), no
+        ALIVE, until C{stop_file} exists; then the closing diff
+        (C{open_g3stream} 0), Observation 'end', END and the CLEANSE
+        Observation and Wiring frames.
+
+        Every frame is kept as it went on the wire (C{__getstate__} gives
+        the very bytes the sender sends): those of the session, flow
+        control aside, are the reference archive's file of the session,
+        bit for bit.
+
+        @return: What the manifest says of it: C{frames} lists every frame
+            sent (flow control too), with its type, C{frame_num}, flow
+            control value, C{dump} and when it was sent.
+        """
+        gen = G3FrameGenerator(self.stream_id, self.sample_rate, self.tune,
+                               action=ACTION, action_time=time.time())
+        gen.session_id = int(time.time())
+        sent, raws = [], []
+
+        def send(frame):
+            self.sender(frame)
+            t = time.time()
+            raw = frame.__getstate__()[1]
+            flow = frame.get("sostream_flowcontrol")
+            sent.append({
+                "type": TYPE_CODES.get(frame.type, "?"),
+                "frame_num": (None if "frame_num" not in frame
+                              else int(frame["frame_num"])),
+                "flow": None if flow is None else int(flow),
+                "dump": (bool(frame["dump"]) if "dump" in frame
+                         else None),
+                "sent": t, "bytes": len(raw)})
+            if flow is None:
+                raws.append(raw)
+            return t
+
+        send(flow_control(START))
+        t_open = send(gen.get_obs_start_frame())
+        dump = core.G3Frame(core.G3FrameType.Wiring)
+        dump["status"] = self.status_yaml
+        dump["dump"] = True
+        send(gen.tag_frame(dump))
+        print("Session %d started" % gen.session_id, flush=True)
+        t_sample0 = (int((t_open - self.frame_period) * 100)
+                     * (int(core.G3Units.s) // 100))
+        scans = diffs = 0
+        next_scan = t_open + self.frame_period
+        next_diff = t_open + diff_period + self.frame_period / 2
+        while not os.path.exists(stop_file):
+            due = min(next_scan, next_diff)
+            delay = due - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            if due == next_scan:
+                send(self.scan_frame(gen, t_sample0, scans))
+                scans += 1
+                next_scan += self.frame_period
+            else:
+                diff = core.G3Frame(core.G3FrameType.Wiring)
+                diff["status"] = yaml.dump(self.changed_keys(diffs))
+                diff["dump"] = False
+                send(gen.tag_frame(diff))
+                diffs += 1
+                next_diff += diff_period
+        closing = core.G3Frame(core.G3FrameType.Wiring)
+        closing["status"] = yaml.dump(
+            {"AMCc.SmurfProcessor.SOStream.open_g3stream": 0})
+        closing["dump"] = False
+        send(gen.tag_frame(closing))
+        send(gen.get_obs_end_frame())
+        send(flow_control(END))
+        send(flow_control(CLEANSE, core.G3FrameType.Observation))
+        send(flow_control(CLEANSE, core.G3FrameType.Wiring))
+
+        directory = os.path.join(reference_dir, str(gen.session_id)[:5],
+                                 self.stream_id)
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, "%d_000.g3" % gen.session_id)
+        with open(path, "wb") as f:
+            f.write(b"".join(raws))
+        return {
+            "kind": "long",
+            "meaning": "a session as long as the test wants",
+            "session_id": gen.session_id,
+            "reference": path,
+            "scan_frames": scans,
+            "samples": scans * self.samples_per_frame,
+            "opened": t_open,
+            "frames": sent,
+            "timing": {"ok": True, "why": ""},
         }
 
     def changed_keys(self, n):
@@ -368,10 +480,51 @@ def smurf_status(tune, stream_id, sample_rate):
     return status
 
 
+def wait_for(path, streamer, limit=300):
+    """
+    Send ALIVE five times a second until C{path} exists.
+    """
+    waited = time.time()
+    while not os.path.exists(path):
+        if time.time() - waited > limit:
+            sys.exit("no %s after %d s" % (path, limit))
+        streamer.alive(0.0)
+        time.sleep(0.2)
+
+
+def long_sessions(args, streamer):
+    """
+    The long mode: session n starts when ``<control>/start<n>`` exists and
+    ends when ``<control>/stop<n>`` does; ALIVE five times a second while
+    no session runs.  The manifest is written when the last has ended.
+    """
+    sessions = []
+    for n in range(1, args.sessions + 1):
+        wait_for(os.path.join(args.control, "start%d" % n), streamer)
+        # Session ids are whole seconds: two sessions need two of them.
+        while sessions and int(time.time()) <= sessions[-1]["session_id"]:
+            streamer.alive(0.0)
+            time.sleep(0.2)
+        session = streamer.long_session(
+            os.path.join(args.control, "stop%d" % n), args.reference)
+        sessions.append(session)
+        print("Sent session %d: %d Scan frames" % (
+            session["session_id"], session["scan_frames"]), flush=True)
+    streamer.alive(1.0)
+    return sessions
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--go-file", required=True)
+    parser.add_argument("--go-file")
+    parser.add_argument("--control",
+                        help="The long mode: a directory in which the test "
+                        "starts and stops sessions (start1, stop1, ...).")
+    parser.add_argument("--sessions", type=int, default=1,
+                        help="Sessions of the long mode.")
+    parser.add_argument("--frame-period", type=float, default=FRAME_PERIOD,
+                        help="Seconds between Scan frames.")
     parser.add_argument("--reference", required=True,
                         help="Directory of the reference archive.")
     parser.add_argument("--meta", required=True,
@@ -386,6 +539,8 @@ def main():
     parser.add_argument("--kinds", default=",".join(SESSION_KINDS),
                         help="Comma-separated kinds of session to send.")
     args = parser.parse_args()
+    if (args.go_file is None) == (args.control is None):
+        parser.error("either --go-file or --control")
     kinds = args.kinds.split(",")
     for kind in kinds:
         if kind not in SESSION_KINDS:
@@ -395,32 +550,32 @@ def main():
     status = smurf_status(tune, args.stream_id, args.sample_rate)
     sender = core.G3NetworkSender(hostname="*", port=args.port)
     streamer = Streamer(sender, args.stream_id, tune, status,
-                        args.sample_rate, np.random.default_rng(7))
+                        args.sample_rate, np.random.default_rng(7),
+                        frame_period=args.frame_period)
     print("Listening on port %d" % args.port, flush=True)
 
-    waited = time.time()
-    while not os.path.exists(args.go_file):
-        if time.time() - waited > 120:
-            sys.exit("no go-file after 120 s")
-        streamer.alive(0.0)
-        time.sleep(0.2)
-    # The receiver is accepted when a frame is sent: let it be, before the
-    # first session starts.
-    streamer.alive(0.5)
-
-    sessions = []
-    for n, kind in enumerate(kinds):
-        if n:
-            streamer.alive(1.0)
-        sessions.append(streamer.session(kind, args.time_per_file,
-                                         args.reference))
-        print("Sent session %d (%s)" % (sessions[-1]["session_id"], kind),
-              flush=True)
-    streamer.alive(1.0)
+    if args.control:
+        sessions = long_sessions(args, streamer)
+    else:
+        wait_for(args.go_file, streamer, limit=120)
+        # The receiver is accepted when a frame is sent: let it be, before
+        # the first session starts.
+        streamer.alive(0.5)
+        sessions = []
+        for n, kind in enumerate(kinds):
+            if n:
+                streamer.alive(1.0)
+            sessions.append(streamer.session(kind, args.time_per_file,
+                                             args.reference))
+            print("Sent session %d (%s)" % (sessions[-1]["session_id"],
+                                            kind), flush=True)
+        streamer.alive(1.0)
     sender(core.G3Frame(core.G3FrameType.EndProcessing))
 
     manifest = {
         "stream_id": args.stream_id,
+        "channels": streamer.channels,
+        "frame_period": args.frame_period,
         "time_per_file": args.time_per_file,
         "meta": os.path.abspath(args.meta),
         "reference": os.path.abspath(args.reference),
