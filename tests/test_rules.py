@@ -181,13 +181,22 @@ class ReplayTests(unittest.TestCase):
         d.feed(dump)
         self.assertEqual(d.files[-1], [F.raw(F.observation()), F.raw(dump)])
 
-    def test_diffs_with_no_dump_before_them_keep_the_latest(self):
+    def test_diffs_with_no_dump_before_them_make_a_chain(self):
+        # A session joined midway: every diff since the joining.
         d = Driver()
         diffs = [F.wiring(frame_num=n, status="k%d" % n, dump=False)
                  for n in (1, 3)]
         d.feed(F.observation(), diffs[0], F.scan(2), diffs[1])
         self.assertEqual(self.rotate(d, 4),
-                         [F.raw(F.observation()), F.raw(diffs[1])])
+                         [F.raw(F.observation())] + [F.raw(x) for x in diffs])
+
+    def test_a_dump_after_diffs_begins_the_chain(self):
+        d = Driver()
+        diff = F.wiring(frame_num=1, status="k1", dump=False)
+        dump = F.wiring(frame_num=3, status="all", dump=True)
+        d.feed(F.observation(), diff, F.scan(2), dump)
+        self.assertEqual(self.rotate(d, 4),
+                         [F.raw(F.observation()), F.raw(dump)])
 
     def test_wiring_without_a_dump_key_keeps_the_latest(self):
         d = Driver()

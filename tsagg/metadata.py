@@ -3,9 +3,10 @@ The metadata a new file begins with, so that every file stands alone: the
 latest frame of each metadata type, in the order of their latest arrival,
 and for Wiring (status) frames the whole status chain: the latest full dump
 (C{dump} true) and every diff after it, in order, bit for bit.  A new dump
-replaces the chain.  Wiring frames that carry no C{dump} key, and diffs
-with no dump before them, are metadata like any other: the latest is kept.
-Pure: raw frames in, raw frames out.
+replaces the chain.  Diffs with no dump before them (a session joined
+midway) make a chain of their own, every diff since the joining.  Wiring
+frames that carry no C{dump} key are metadata like any other: the latest
+is kept.  Pure: raw frames in, raw frames out.
 """
 
 from collections import OrderedDict
@@ -35,6 +36,8 @@ class MetadataCache:
         self._latest = OrderedDict()
         self._chain = []
         self.has_dump = False
+        # Whether the chain is diffs (after a dump, or with none before).
+        self._diffs = False
 
     def written(self, raw, code, wiring=None):
         """
@@ -47,11 +50,12 @@ class MetadataCache:
         if code != _WIRING:
             self._latest[code] = raw
             return
-        if wiring == DIFF and self.has_dump:
+        if wiring == DIFF and self._diffs:
             self._chain.append(raw)
         else:
             self._chain = [raw]
             self.has_dump = wiring == DUMP
+        self._diffs = wiring in (DUMP, DIFF)
         # The chain takes the place of the latest Wiring frame among the
         # types, as any other type's latest frame does.
         self._latest[_WIRING] = None
@@ -71,7 +75,7 @@ class MetadataCache:
         for held, raw in self._latest.items():
             if held != code:
                 out.extend(self._chain if held == _WIRING else [raw])
-            elif held == _WIRING and wiring == DIFF and self.has_dump:
+            elif held == _WIRING and wiring == DIFF and self._diffs:
                 # The diff adds to the chain: the chain first.
                 out.extend(self._chain)
         return out
@@ -88,4 +92,4 @@ class MetadataCache:
     def forget(self):
         self._latest.clear()
         self._chain = []
-        self.has_dump = False
+        self.has_dump = self._diffs = False
