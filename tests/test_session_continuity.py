@@ -363,7 +363,7 @@ class JoinTests(ContinuityTestCase):
         self.assertLostOnlyBetween(run, 1, 0, up + 2 * FRAME_PERIOD)
         self.assertEqual(run.lost(2), [])
         said = [line for line in run.log_lines(run.tsagg)
-                if "joined session %d" % joined in line
+                if "joined session %d" % joined in line.lower()
                 and "midway" in line]
         self.assertEqual(len(said), 1, "the midway join is said once in the "
                          "log")
