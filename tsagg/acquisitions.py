@@ -228,17 +228,17 @@ class Acquisitions:
             self._log().info(
                 "Session {basename} of {stream} goes on after a restart: its "
                 "metadata and status chain are taken from {path}; {missed} "
-                "frames missed while no recorder ran", basename=acq.basename,
-                stream=acq.stream_id, path=relative, missed=missed)
+                "missed while no recorder ran", basename=acq.basename,
+                stream=acq.stream_id, path=relative, missed=_frames(missed))
             return
         tell = self._resumed() if self._resumed is not None else None
         if tell is not None:
             tell(acq.session_id, missed)
         else:
             self._log().info("Session {basename} of {stream} goes on after a "
-                             "break; {missed} frames missed",
+                             "break; {missed} missed",
                              basename=acq.basename, stream=acq.stream_id,
-                             missed=missed)
+                             missed=_frames(missed))
 
     def close_file(self, why):
         """
@@ -303,3 +303,7 @@ class Acquisitions:
     def _rotation_due(self):
         # Closed just before the next data frame.
         self.rules.rotation_due = True
+
+
+def _frames(count):
+    return "1 frame" if count == 1 else "%d frames" % (count,)
