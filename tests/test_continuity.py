@@ -12,6 +12,7 @@ from twisted.logger import Logger, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from tsagg.handoff import FileHandoff
 from tsagg.rules import StreamRules
 from tsagg.scan import session_tail
 from tsagg.sostream import FrameFields
@@ -311,6 +312,18 @@ class MidwayTests(ContinuityTestCase):
         self.assertIn("status dump was not seen", line)
         self.writer.close()
         self.assertEqual([c.joined_midway for c in closed], [True])
+
+    def test_the_files_feed_record_says_so(self):
+        records = []
+        handoff = FileHandoff(None)
+        handoff.add_listener(records.append, wants_md5=False)
+        self.writer.add_closed_file_listener(handoff)
+        self.writer.streamStopped(Failure(ConnectionError("new")))
+        self.writer.streamStarted(self.producer)
+        self.send(start(frame_num=0), F.observation(frame_num=0),
+                  diff(30, "{a: 5}"), F.scan(31))
+        self.writer.close()
+        self.assertEqual([r["joined_midway"] for r in records], [True])
 
     def test_a_live_session_is_not_midway(self):
         closed = []

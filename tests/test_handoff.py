@@ -12,10 +12,11 @@ import sys
 import time
 
 from twisted.internet import defer, task, threads
+from twisted.logger import Logger, LogLevel
 from twisted.trial import unittest
 
 from tsagg.handoff import FileHandoff
-from tsagg.writer import RotatingWriter
+from tsagg.writer import ClosedFile, RotatingWriter
 
 from tests import frames as F
 from tests.test_journal import DIE_MID_FRAME
@@ -179,6 +180,118 @@ class RecordTests(HandoffTestCase):
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 
 
+def closed_files(directory, count):
+    """
+    C{count} small files in C{directory}, as the writer hands them on.
+    """
+    files = []
+    for n in range(count):
+        relative = "17000/crate1slot2/%d_000.g3" % (1700000000 + n,)
+        path = os.path.join(directory, "f%d.g3" % (n,))
+        with open(path, "wb") as f:
+            f.write(b"frame %d" % (n,))
+        files.append(ClosedFile(path, relative, "crate1slot2",
+                                1700000000 + n, 7, 1, 1))
+    return files
+
+
+class NothingToDoTests(unittest.TestCase):
+    """
+    With no md5 and no suprsync wanted, a file's record goes to its
+    listeners at once: no thread, no backlog.
+    """
+
+    def test_the_record_is_handed_on_at_once_without_a_thread(self):
+        def no_thread(job):
+            raise AssertionError("a thread was asked for")
+        handoff = FileHandoff(no_thread)
+        records = []
+        handoff.add_listener(records.append, wants_md5=False)
+        handoff(ClosedFile("/nowhere/a.g3", "a/b/1_000.g3", "b", 1, 7, 1, 1))
+        self.assertEqual([r["path"] for r in records], ["a/b/1_000.g3"])
+        self.assertIsNone(records[0]["md5"])
+        self.assertEqual(handoff.status["handoff_backlog"], 0)
+        self.successResultOf(handoff.finished())
+
+    def test_after_a_stop_it_still_costs_nothing_and_loses_nothing(self):
+        handoff = FileHandoff(None)
+        records = []
+        handoff.add_listener(records.append, wants_md5=False)
+        handoff.stop()
+        handoff(ClosedFile("/nowhere/a.g3", "a/b/1_000.g3", "b", 1, 7, 1, 1))
+        self.assertEqual(len(records), 1)
+        self.assertEqual(handoff.files_left, 0)
+
+
+class BacklogTests(unittest.TestCase):
+    """
+    With work to do, files wait in a bounded backlog that batches drain in
+    order, one job off the reactor thread at a time; a stop lets it go at
+    once, however long it is.
+    """
+
+    def setUp(self):
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.sync = DeferredSync()
+        self.handoff = FileHandoff(self.sync)
+        self.records = []
+        self.handoff.add_listener(self.records.append)
+        self.events = []
+        self.handoff.log = Logger(observer=self.events.append)
+
+    def test_drained_in_order_one_batch_at_a_time(self):
+        files = closed_files(self.dir, 200)
+        for closed in files:
+            self.handoff(closed)
+        self.assertEqual(len(self.sync.jobs), 1)
+        while self.sync.jobs:
+            self.sync.run_all()
+            self.assertLessEqual(len(self.sync.jobs), 1)
+        self.assertEqual([r["path"] for r in self.records],
+                         [c.relative for c in files])
+        self.assertEqual([r["md5"] for r in self.records],
+                         [md5_of(c.path) for c in files])
+        self.successResultOf(self.handoff.finished())
+
+    def test_a_full_backlog_leaves_files_to_the_next_start_with_one_warning(
+            self):
+        self.handoff.max_backlog = 10
+        files = closed_files(self.dir, 100)
+        for closed in files:
+            self.handoff(closed)
+        # The first file went off the reactor thread at once; ten wait.
+        self.assertEqual(self.handoff.status["handoff_backlog"], 10)
+        self.assertEqual(self.handoff.files_left, 100 - 1 - 10)
+        warnings = [e for e in self.events
+                    if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        while self.sync.jobs:
+            self.sync.run_all()
+        self.assertEqual([r["path"] for r in self.records],
+                         [c.relative for c in files[:11]])
+
+    def test_a_stop_lets_a_long_backlog_go_at_once_without_recursion(self):
+        self.handoff.max_backlog = 30000
+        for n in range(30000):
+            self.handoff(ClosedFile("/nowhere/%d.g3" % (n,), "a/b/%d_000.g3"
+                                    % (n,), "b", n, 7, 1, 1))
+        finished = self.handoff.finished()
+        self.assertNoResult(finished)
+        self.handoff.stop()
+        # The batch that is off the reactor thread returns, having done
+        # nothing more.
+        self.assertNoResult(finished)
+        self.sync.run_all()
+        self.successResultOf(finished)
+        self.assertEqual(self.records, [])
+        self.assertEqual(self.handoff.files_left, 30000)
+        left = [e for e in self.events if "left to be handed on" in
+                e["log_format"]]
+        self.assertEqual(len(left), 2)
+        self.assertEqual(sum(e.get("count", 1) for e in left), 30000)
+
+
 class SuprsyncTests(HandoffTestCase):
 
     def setUp(self):
@@ -333,3 +446,64 @@ class ServiceStopTests(unittest.TestCase):
         self.assertEqual(records[0]["path"],
                          "17000/crate1slot2/1700000000_000.g3")
         self.assertEqual(records[0]["scan_frames"], 1)
+
+    @defer.inlineCallbacks
+    def test_a_stop_with_thousands_waiting_leaves_each_to_the_next_start(
+            self):
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+        from tests.faultutil import make_service
+        from tests.stormsender import storm_frame
+        from tests.test_service import PeerFactory, wait_until
+        data = os.path.abspath(self.mktemp())
+        peer = PeerFactory()
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"
+                                        ).listen(peer)
+        self.addCleanup(port.stopListening)
+        number = port.getHost().port
+        first = make_service(self, number, data)
+        jobs = []
+
+        def stuck(work):
+            # A suprsync database that does not answer, until the test
+            # lets it.
+            d = defer.Deferred()
+            jobs.append((work, d))
+            return d
+        first.handoff._run_blocking = stuck
+        records = []
+        first.handoff.add_listener(records.append)
+        first.startService()
+        conn = yield peer.next_connection()
+        count = 3000
+        conn.transport.write(b"".join(F.raw(storm_frame(n))
+                                      for n in range(count)))
+        yield wait_until(lambda: first.status["files_written"] == count,
+                         timeout=60)
+        # One file is open; one is off the reactor thread (stuck); the
+        # backlog is full, and the rest are left in the journal already.
+        yield wait_until(lambda: first.status["handoff_backlog"]
+                         + first.status["files_left_for_next_start"]
+                         == count - 2, timeout=60)
+        self.assertEqual(first.status["handoff_backlog"],
+                         first.handoff.max_backlog)
+        yield first.stopService()
+        self.assertEqual(records, [])
+        # The job that was stuck answers at last, after the stop.
+        for work, d in jobs:
+            d.callback(work())
+        self.assertEqual(records, [])
+        second = make_service(self, number, data)
+        # Room for every file found at start.
+        second.handoff.max_backlog = count
+        second.handoff.add_listener(records.append)
+        second.startService()
+        yield wait_until(lambda: len(records) == count, timeout=60)
+        yield second.stopService()
+        self.assertEqual(sorted(r["path"] for r in records),
+                         ["17000/crate1slot2/%d_000.g3" % (1700000000 + n,)
+                          for n in range(count)])
+        self.assertEqual(os.listdir(os.path.join(data, ".tsagg")), [])
+
+    test_a_stop_with_thousands_waiting_leaves_each_to_the_next_start.\
+        timeout = 300

@@ -237,6 +237,9 @@ class RecordingService(Service):
 
     #: Seconds a stop waits for the hand-off of the files it closed.
     handoff_grace = 0.25
+    #: Seconds a stop then waits for the hand-off's work off the reactor
+    #: thread to notice it.
+    handoff_stop_wait = 1.0
 
     #: Seconds before the first try after a connection that delivered
     #: frames dropped (L{RetryPolicy}).
@@ -350,16 +353,30 @@ class RecordingService(Service):
     def _hand_off_the_last(self):
         """
         Give the hand-off of the last files C{handoff_grace} seconds, then
-        stop it (an md5 of gigabytes must not hold a stop): what it did not
-        hand on, the journal keeps, and the next start hands on.
+        stop it (an md5 of gigabytes must not hold a stop), and wait at most
+        C{handoff_stop_wait} more for the batch it has off the reactor
+        thread (a suprsync database that does not answer must not hold it
+        either): what it did not hand on, the journal keeps, and the next
+        start hands on.
         """
-        timer = self.clock.callLater(self.handoff_grace, self.handoff.stop)
+        done = defer.Deferred()
+        calls = []
 
-        def done(_):
-            if timer.active():
-                timer.cancel()
-            self.writer.release_journal()
-        return self.handoff.finished().addBoth(done)
+        def finish(_):
+            for call in calls:
+                if call.active():
+                    call.cancel()
+            if not done.called:
+                self.writer.release_journal()
+                done.callback(None)
+
+        def stop():
+            self.handoff.stop()
+            calls.append(self.clock.callLater(self.handoff_stop_wait,
+                                              finish, None))
+        calls.append(self.clock.callLater(self.handoff_grace, stop))
+        self.handoff.finished().addBoth(finish)
+        return done
 
     def whenConnected(self, failAfterFailures=None):
         """
