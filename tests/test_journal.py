@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.trial import unittest
 
@@ -22,7 +22,7 @@ from tests.util import ROOT, files_and_frames, repo_env
 # of one, and is killed outright (os._exit: no close, no cleanup).
 DIE_MID_FRAME = """
 import os, sys
-from twisted.internet import task
+from twisted.internet import defer, task
 from tsagg.writer import RotatingWriter
 from tests import frames as F
 writer = RotatingWriter(sys.argv[1], task.Clock(), fsync=False)
@@ -225,3 +225,205 @@ class FailFastTests(JournalTestCase):
         writer = RotatingWriter(self.dir, task.Clock())
         error = self.assertRaises(DataDirError, writer.prepare)
         self.assertIn("cannot write in the data directory", str(error))
+
+
+# A recorder whose journal names files open, closed and waiting, and done,
+# killed outright at one step of a compaction (argv: data dir, step).
+DIE_COMPACTING = """
+import os, sys
+from tsagg.journal import Journal
+from tests import frames as F
+data, step = sys.argv[1], sys.argv[2]
+os.makedirs(os.path.join(data, "17000", "crate1slot2"))
+raw = F.raw(F.scan(2))
+journal = Journal(data)
+journal.compact_at = 1 << 30
+def kill(name):
+    if name == step:
+        os._exit(9)
+journal._step = kill
+for n in range(300):
+    relative = "17000/crate1slot2/%d_000.g3" % (1700000000 + n,)
+    with open(os.path.join(data, relative), "wb") as f:
+        f.write(raw if n % 7 else raw + raw[:10])
+    journal.opened(relative)
+    if n % 5 == 4:
+        continue
+    journal.closed(relative, hand_on=n % 3 == 0)
+    if n % 3 == 0 and n % 2 == 0:
+        journal.done(relative)
+print(journal.size, flush=True)
+journal.compact()
+os._exit(0)
+"""
+
+
+def compaction_expected():
+    """
+    The files L{DIE_COMPACTING}'s journal names open, and closed but not
+    handed on.
+    """
+    open_, waiting = [], []
+    for n in range(300):
+        relative = "17000/crate1slot2/%d_000.g3" % (1700000000 + n,)
+        if n % 5 == 4:
+            open_.append(relative)
+        elif n % 3 == 0 and n % 2 != 0:
+            waiting.append(relative)
+    return open_, waiting
+
+
+class CompactionTests(JournalTestCase):
+    """
+    The journal is compacted as it grows, and a crash at any step of a
+    compaction leaves a journal that names exactly what is open and waiting.
+    """
+
+    def test_compaction_keeps_only_what_is_open_and_waiting(self):
+        journal = Journal(self.dir)
+        self.addCleanup(journal.close)
+        for n in range(10):
+            journal.opened("a/b/%d_000.g3" % (n,))
+        journal.closed("a/b/1_000.g3")
+        journal.closed("a/b/2_000.g3")
+        journal.done("a/b/2_000.g3")
+        journal.closed("a/b/3_000.g3", hand_on=False)
+        self.assertTrue(journal.compact())
+        with open(journal.path) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(lines, ["open a/b/%d_000.g3" % (n,)
+                                 for n in (0, 4, 5, 6, 7, 8, 9)]
+                         + ["closed a/b/1_000.g3"])
+        self.assertEqual(os.listdir(os.path.join(self.dir, JOURNAL_DIR)),
+                         [os.path.basename(journal.path)])
+
+    def test_the_compacted_journal_is_locked_and_appended_to(self):
+        journal = Journal(self.dir)
+        self.addCleanup(journal.close)
+        journal.opened("a/b/0_000.g3")
+        journal.compact()
+        journal.opened("a/b/1_000.g3")
+        # Another recorder starts: the journal's owner runs.
+        self.assertEqual(recover(self.dir), [])
+        with open(journal.path) as f:
+            self.assertEqual(f.read(), "open a/b/0_000.g3\n"
+                             "open a/b/1_000.g3\n")
+
+    def test_size_stays_bounded_while_a_file_is_always_open(self):
+        journal = Journal(self.dir)
+        self.addCleanup(journal.close)
+        largest = 0
+        journal.opened("17000/crate1slot2/1700000000_000.g3")
+        for n in range(1, 20000):
+            relative = "17000/crate1slot2/%d_000.g3" % (1700000000 + n,)
+            journal.opened(relative)
+            previous = "17000/crate1slot2/%d_000.g3" % (1700000000 + n - 1,)
+            journal.closed(previous)
+            journal.done(previous)
+            largest = max(largest, os.path.getsize(journal.path))
+        self.assertLessEqual(largest, Journal.compact_at + 100)
+        self.assertGreater(journal.compactions, 10)
+
+    def test_many_files_waiting_do_not_make_it_compact_at_every_line(self):
+        journal = Journal(self.dir)
+        self.addCleanup(journal.close)
+        for n in range(5000):
+            relative = "a/b/%d_000.g3" % (n,)
+            journal.opened(relative)
+            journal.closed(relative)
+        # 5,000 files wait: some 90 kB of live lines, each line written a
+        # few times at most.
+        self.assertLess(journal.compactions, 10)
+
+    def die_compacting(self, step):
+        out = subprocess.run([sys.executable, "-c", DIE_COMPACTING, self.dir,
+                              step], cwd=ROOT, env=repo_env(),
+                             capture_output=True)
+        self.assertEqual(out.returncode, 9, out.stderr.decode())
+
+    def check_recovery(self):
+        open_, waiting = compaction_expected()
+        repairs = recover(self.dir)
+        self.assertEqual([r.path for r in repairs if r.left_open], open_)
+        self.assertEqual([r.path for r in repairs if not r.left_open],
+                         waiting)
+        self.assertEqual([r.error for r in repairs], [None] * len(repairs))
+        # The torn ones among those left open are cut back.
+        raw = F.raw(F.scan(2))
+        for relative in open_:
+            self.assertEqual(os.path.getsize(os.path.join(self.dir,
+                                                          relative)),
+                             len(raw))
+        # No journal, old, new or half-made, is left.
+        self.assertEqual(os.listdir(os.path.join(self.dir, JOURNAL_DIR)), [])
+
+    def test_kill_9_once_the_new_journal_is_created(self):
+        self.die_compacting("created")
+        self.check_recovery()
+
+    def test_kill_9_once_the_new_journal_is_written(self):
+        self.die_compacting("written")
+        self.check_recovery()
+
+    def test_kill_9_once_the_new_journal_is_synced(self):
+        self.die_compacting("synced")
+        self.check_recovery()
+
+    def test_kill_9_once_the_new_journal_is_renamed(self):
+        self.die_compacting("renamed")
+        self.check_recovery()
+
+    def test_kill_9_once_the_directory_is_synced(self):
+        self.die_compacting("directory synced")
+        self.check_recovery()
+
+
+class BoundedSizeTests(JournalTestCase):
+    """
+    However long a stream flows, the journal stays the size of what is open
+    and waiting.
+    """
+
+    def test_size_over_100000_rotations(self):
+        from tsagg.handoff import FileHandoff
+        from tests.stormsender import storm_frame
+        clock = task.Clock()
+        clock.advance(1700000000)
+        later = []
+
+        def run_blocking(job):
+            # As the thread pool does: a file closes after the next opens.
+            d = defer.Deferred()
+            later.append((job, d))
+            return d
+        writer = RotatingWriter(self.dir, clock, fsync=False,
+                                run_blocking=run_blocking)
+        handoff = FileHandoff(None)
+        # As the service joins them: no md5, nothing to wait for.
+        handoff.add_listener(lambda record: writer.handed_on(record["path"]),
+                             wants_md5=False)
+        writer.add_closed_file_listener(handoff)
+        writer.prepare()
+        self.addCleanup(writer.close)
+        journal = writer.recovery.journal
+        largest = 0
+        for n in range(100000):
+            # Every frame a new session: a rotation each.
+            frame = storm_frame(n)
+            writer.frameReceived(frame, F.raw(frame))
+            jobs, later[:] = list(later), []
+            for job, d in jobs:
+                d.callback(job())
+            clock.advance(0.001)
+            if n % 100 == 0:
+                largest = max(largest, os.path.getsize(journal.path))
+        self.assertEqual(writer.status["files_written"], 100000)
+        self.assertLess(largest, 256 << 10)
+        self.assertGreater(journal.compactions, 100)
+        d = writer.close()
+        for job, done in later:
+            done.callback(job())
+        self.successResultOf(d)
+        self.assertEqual(os.listdir(os.path.join(self.dir, JOURNAL_DIR)), [])
+
+    test_size_over_100000_rotations.timeout = 600

@@ -15,7 +15,8 @@ gone, and each is cut back to its last whole frame (and synced); the files
 closed but not done are handed on by the new recorder.  A file that a
 journal does not name open is never touched.  Several recorders can share
 one data directory: a journal whose owner still runs stays locked and is
-left alone.
+left alone.  A journal is compacted as it grows (L{Journal.compact}), so
+that its size stays that of what is open and waiting.
 """
 
 import fcntl
@@ -52,10 +53,22 @@ def _sync_dir(path):
 
 class Journal:
     """
-    The journal of this recorder: which of its files are open now.
+    The journal of this recorder: which of its files are open now, and
+    which wait to be handed on.
+
+    It grows by a line or so per file, and is compacted when it has grown
+    past L{compact_at} bytes and twice what it names: its live lines are
+    written to a new journal, which is synced, locked and renamed over it
+    (and the directory synced), so that at every moment the name holds a
+    whole journal, the old or the new.  Its size depends on what is open and
+    waiting, not on how long the recorder has run.
 
     @ivar path: The journal's path.
+    @ivar compactions: How many times it was compacted.
     """
+
+    #: Bytes of journal past which it is compacted.
+    compact_at = 64 << 10
 
     def __init__(self, data_dir):
         """
@@ -66,11 +79,10 @@ class Journal:
         """
         directory = _journal_dir(data_dir)
         name = "%d-%s" % (os.getpid(), os.urandom(4).hex())
+        self._directory = directory
         building = os.path.join(directory, "new-" + name)
-        fd = os.open(building, os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                     | os.O_APPEND | _NOFOLLOW, 0o644)
+        fd = _new_locked(building)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # Only a locked journal carries the name that recovery looks
             # for, so a journal is never taken for a dead one while it is
             # being made.
@@ -79,14 +91,15 @@ class Journal:
             _sync_dir(directory)
         except BaseException:
             os.close(fd)
-            try:
-                os.unlink(building)
-            except OSError:
-                pass
+            _unlink_quietly(building)
             raise
         self._fd = fd
-        self._open = set()
-        self._waiting = set()
+        # Dicts, for their order: the order in which the files were named.
+        self._open = {}
+        self._waiting = {}
+        self._size = 0
+        self._limit = self.compact_at
+        self.compactions = 0
 
     def opened(self, relative):
         """
@@ -94,7 +107,7 @@ class Journal:
 
         The line is synced by L{sync_quietly}, which may run in a thread.
         """
-        self._open.add(relative)
+        self._open[relative] = None
         self._append("open %s\n" % (relative,))
 
     def sync_quietly(self):
@@ -117,9 +130,9 @@ class Journal:
         @param hand_on: Whether it waits to be handed on (L{done} follows);
             else it is done with already.
         """
-        self._open.discard(relative)
+        self._open.pop(relative, None)
         if hand_on:
-            self._waiting.add(relative)
+            self._waiting[relative] = None
             self._append("closed %s\n" % (relative,))
         else:
             self._done(relative)
@@ -128,13 +141,14 @@ class Journal:
         """
         Note that a closed file is handed on.
         """
-        self._waiting.discard(relative)
+        self._waiting.pop(relative, None)
         self._done(relative)
 
     def _done(self, relative):
         if self.empty:
             # Nothing open, nothing waiting: the journal need not grow.
             os.ftruncate(self._fd, 0)
+            self._size = 0
         else:
             self._append("done %s\n" % (relative,))
 
@@ -145,6 +159,13 @@ class Journal:
         """
         return not self._open and not self._waiting
 
+    @property
+    def size(self):
+        """
+        The journal's size in bytes.
+        """
+        return self._size
+
     def close(self):
         """
         Close the journal: removed if it is L{empty}, else kept (and no
@@ -153,15 +174,97 @@ class Journal:
         if self._fd is None:
             return
         if self.empty:
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
+            _unlink_quietly(self.path)
         os.close(self._fd)
         self._fd = None
 
     def _append(self, line):
-        os.write(self._fd, line.encode("utf-8", "surrogateescape"))
+        data = line.encode("utf-8", "surrogateescape")
+        os.write(self._fd, data)
+        self._size += len(data)
+        if self._size > self._limit:
+            self.compact()
+
+    def _live_lines(self):
+        return "".join(["open %s\n" % (p,) for p in self._open]
+                       + ["closed %s\n" % (p,) for p in self._waiting]
+                       ).encode("utf-8", "surrogateescape")
+
+    def compact(self):
+        """
+        Rewrite the journal with only its live lines, crash-safe at every
+        step: write them to a new, locked file, sync it, rename it over the
+        journal, sync the directory.  Until the rename the old journal is
+        whole; a new file a crash leaves behind is removed by L{recover}.
+        If a step fails, the journal goes on as it was.
+
+        @return: Whether it was compacted.
+        """
+        data = self._live_lines()
+        # Amortized: the next compaction waits until the journal has grown
+        # past twice what is live, however much that is.
+        self._limit = max(self.compact_at, 2 * len(data))
+        building = os.path.join(self._directory, "new-%s-%s" % (
+            os.path.basename(self.path)[len(_PREFIX):], os.urandom(4).hex()))
+        try:
+            fd = _new_locked(building)
+        except OSError:
+            return False
+        renamed = False
+        try:
+            self._step("created")
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            self._step("written")
+            os.fdatasync(fd)
+            self._step("synced")
+            os.rename(building, self.path)
+            renamed = True
+            self._step("renamed")
+            _sync_dir(self._directory)
+            self._step("directory synced")
+        except OSError:
+            if not renamed:
+                os.close(fd)
+                _unlink_quietly(building)
+                return False
+        os.close(self._fd)
+        self._fd = fd
+        self._size = len(data)
+        self.compactions += 1
+        return True
+
+    @staticmethod
+    def _step(name):
+        """
+        Called after each step of a compaction: a seam for the tests, which
+        kill the process there.
+        """
+
+
+def _new_locked(path):
+    """
+    Create a new file and take its C{flock}.
+
+    @return: Its descriptor, opened for appending.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
+                 | _NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(path)
+        raise
+    return fd
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 class Repair:
@@ -294,7 +397,9 @@ def recover(data_dir):
     for name in sorted(os.listdir(directory)):
         path = os.path.join(directory, name)
         if name.startswith("new-"):
-            # One that a recorder died making, before it named any file.
+            # One that a recorder died making, before it named any file,
+            # or a compaction's new journal that it did not rename: the
+            # journal it was to replace is whole.
             _take(path, lambda fd: None)
             continue
         if not name.startswith(_PREFIX):
