@@ -32,7 +32,7 @@ class Acquisitions:
     """
 
     def __init__(self, rules, output, disk, clock, policy, waiting,
-                 default_stream_id, wall_time, log, recovery=None,
+                 default_stream_id, wall_time, log, file_log, recovery=None,
                  resumed=None):
         """
         @param output: The L{tsagg.output.FileOutput}.
@@ -43,6 +43,7 @@ class Acquisitions:
         @param wall_time: Returns the unix time, which names acquisitions
             without a session id.
         @param log: Returns the L{Logger} to log to (the writer's).
+        @param file_log: The L{tsagg.filelog.FileLog} of the routine lines.
         @param recovery: The L{tsagg.recovery.Recovery} that finds a
             session's last file, or L{None}.
         @param resumed: Returns the callable told C{(session_id, missed)}
@@ -64,6 +65,7 @@ class Acquisitions:
         self._policy = policy
         self._wall_time = wall_time
         self._log = log
+        self._file_log = file_log
         self.timer = AcquisitionTimer(clock, policy, self._opened_at,
                                       waiting, self._gap, self._rotation_due)
 
@@ -183,9 +185,7 @@ class Acquisitions:
         acq = self.current = Acquisition(basename, stream_id, session)
         self.joined_midway = None
         if session is None:
-            self._log().info("Acquisition {basename} of {stream} started "
-                             "(its frames carry no session id)",
-                             basename=basename, stream=stream_id)
+            self._file_log.session_started(basename, stream_id, False)
         elif self.rules.joining:
             # Begun in the sender's replay: whether the session was joined
             # midway shows at its first data, by the status dump.
@@ -194,8 +194,7 @@ class Acquisitions:
             self._started(acq)
 
     def _started(self, acq):
-        self._log().info("Session {basename} of {stream} started",
-                         basename=acq.basename, stream=acq.stream_id)
+        self._file_log.session_started(acq.basename, acq.stream_id)
 
     def _first_data(self, acq):
         acq.joining = False

@@ -34,12 +34,15 @@ class FileOutput:
     @ivar slowest_write: The slowest of them, in seconds.
     """
 
-    def __init__(self, directory, clock, log, note_error, metadata_written,
+    def __init__(self, directory, clock, log, file_log, note_error,
+                 metadata_written,
                  fsync=True, slow_write=1.0, run_blocking=None,
                  writeback_every=1 << 30):
         """
         @param directory: The L{tsagg.files.DataDirectory}.
         @param log: Returns the L{Logger} to log to (the writer's).
+        @param file_log: The L{tsagg.filelog.FileLog} of the routine lines
+            about files.
         @param note_error: Called with the message of an error to report.
         @param metadata_written: Called with C{(raw, plan)} once a metadata
             frame is on disk (L{tsagg.rules.StreamRules.written}).
@@ -56,6 +59,7 @@ class FileOutput:
                              writeback_every if fsync else None,
                              self._write_out_done)
         self._log = log
+        self._file_log = file_log
         self._note_error = note_error
         self.last_file = None
         self.files_written = 0
@@ -99,7 +103,7 @@ class FileOutput:
         self.recovery.opened(f.relative)
         self.files_written += 1
         if not quiet:
-            self._log().info("Opened {path}", path=f.relative)
+            self._file_log.opened(f.relative)
         for raw in replay:
             self.queue.push(raw, REPLAYED)
         return f
@@ -152,12 +156,9 @@ class FileOutput:
         """
         f, self.file = self.file, None
         self.last_file = f.path
-        self._log().info(
-            "Closed {path} ({why}): {seconds} s, {size}, {frames} frames, "
-            "{dropped} dropped", path=f.relative, why=why,
-            seconds=int(round(self.clock.seconds() - f.opened_at)),
-            size=human_bytes(f.size), frames=f.frames,
-            dropped=dropped - f.dropped_before)
+        self._file_log.closed(
+            f.relative, why, int(round(self.clock.seconds() - f.opened_at)),
+            f.size, f.frames, dropped - f.dropped_before)
         self._release(f, acquisition, dropped, self.fsync)
 
     def give_up(self, acquisition, dropped):

@@ -33,6 +33,7 @@ from tsagg import sostream
 from tsagg.acquisitions import Acquisitions
 from tsagg.diskspace import (DEFAULT_MIN_FREE, BelowFloor, DiskGuard,
                              human_bytes)
+from tsagg.filelog import FileLog
 from tsagg.files import Acquisition, ClosedFile, DataDirectory, OutsideDataDir
 from tsagg.interfaces import IFrameSink
 from tsagg.outage import Holding
@@ -62,8 +63,6 @@ class RotatingWriter:
     of L{add_closed_file_listener}.
 
     @ivar data_dir: The absolute, real path of the data directory.
-    @ivar default_stream_id: Directory name for streams that do not name
-        themselves.
     @ivar policy: The L{FilePolicy}.
     @ivar rules: The L{StreamRules}.
     @ivar clock: The C{IReactorTime} that times files.
@@ -94,16 +93,16 @@ class RotatingWriter:
         self.wall_time = clock.seconds if wall_time is None else wall_time
         self.policy = FilePolicy(time_per_file, gap_timeout)
         self.rules = StreamRules()
-        self.default_stream_id = default_stream_id
         self.fsync = fsync
-        self.slow_write = slow_write
         self.write_slice = write_slice
-        self.writeback_every = writeback_every
         self.disk = DiskGuard(self.data_dir, min_free, statvfs,
                               free_check_bytes, free_check_interval)
 
+        #: The routine lines about files, rate-limited.
+        self.file_log = FileLog(clock, lambda: self.log)
         self._out = out = FileOutput(
-            self.dir, clock, lambda: self.log, self._note_error,
+            self.dir, clock, lambda: self.log, self.file_log,
+            self._note_error,
             self.rules.written, fsync, slow_write, run_blocking,
             writeback_every)
         self._queue = out.queue
@@ -116,7 +115,8 @@ class RotatingWriter:
         self._acqs = Acquisitions(self.rules, out, self.disk, clock,
                                   self.policy, self._waiting,
                                   default_stream_id, self.wall_time,
-                                  lambda: self.log, self.recovery,
+                                  lambda: self.log, self.file_log,
+                                  self.recovery,
                                   lambda: self.on_session_resumed)
         #: Called with C{(session_id, frames missed)} when a session goes on
         #: after a break of the connection (the connection log's), or
@@ -138,14 +138,6 @@ class RotatingWriter:
     @property
     def min_free(self):
         return self.disk.min_free
-
-    @property
-    def frames_written(self):
-        return self._queue.frames_written
-
-    @property
-    def bytes_written(self):
-        return self._queue.bytes_written
 
     @property
     def _file(self):
@@ -260,6 +252,7 @@ class RotatingWriter:
         else:
             self._holding.ended(self.last_file)
         self._end_acquisition("stop")
+        self.file_log.stop()
         d = self._out.syncer.synced()
         if d is None:
             self.recovery.close()
