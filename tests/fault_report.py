@@ -21,7 +21,8 @@ from tests.util import ROOT, repo_env
 
 MODULES = ["tests.test_faults", "tests.test_faults_disk",
            "tests.test_faults_outage", "tests.test_faults_process",
-           "tests.test_faults_fuzz", "tests.test_session_continuity"]
+           "tests.test_faults_fuzz", "tests.test_faults_storm",
+           "tests.test_session_continuity"]
 
 
 def _mib(value):
@@ -151,6 +152,20 @@ Breaks in a session
     bit as sent, no frame written twice.  *Frames kept / expected* counts
     the Scan frames of the session against those the sender sent; a cut
     may cost 2 at most, a restart those sent while no tsagg ran.
+Session storm
+    A hostile sender: spt3g's ``G3NetworkSender`` (``tests/stormsender.py``)
+    gives every small Scan frame a new ``session_id``, as fast as ``twistd
+    tsagg`` on its default options takes them, so every frame is a file of
+    its own.  Once SIGTERM mid-storm; once 2,000 sessions and then
+    ``TSAGG_FAULT_STORM`` more (200,000 here, 20,000 in ``make test``),
+    with the RSS of twistd read after each, the journal's size watched
+    throughout, the log's lines counted, then SIGTERM.  Every file must hold
+    its one frame bit for bit (``tsagg.scan`` and a byte compare), the
+    journal stay under 256 KiB, RSS grow by at most 16 MiB over the storm,
+    the log hold summaries rather than a line per file, and twistd exit
+    within 10 s of SIGTERM with no error in its log.  The note gives files
+    a second, RSS before and after, the largest journal, log lines a minute
+    and the seconds from SIGTERM to exit.
 Fuzzing
     Hypothesis mutates a valid SO stream (bit flips, truncations,
     insertions, duplications, deletions, u64 overwrites, random chunking)
