@@ -48,7 +48,6 @@ class StormTestCase(unittest.TestCase):
         self.box = Sandbox(self)
         self.box.seal()
         self.go = os.path.join(self.box.inputs, "go")
-        self.stream_dir = os.path.join(self.box.data, "17000", "crate1slot2")
         port = quiet_port()
         self.sender = spawn(self, [sys.executable, SENDER, "--port",
                                    str(port), "--go", self.go, "--bursts",
@@ -65,11 +64,23 @@ class StormTestCase(unittest.TestCase):
         self.largest_journal = 0
         self.burst = 0
 
+    def stream_dirs(self):
+        """
+        The stream's directories, in order: past 100,000 sessions their
+        basenames' first five digits, and so the directory, change.
+        """
+        return [os.path.join(self.box.data, top, "crate1slot2")
+                for top in sorted(os.listdir(self.box.data))
+                if top.isdigit()]
+
     def files(self):
-        try:
-            return len(os.listdir(self.stream_dir))
-        except FileNotFoundError:
-            return 0
+        count = 0
+        for directory in self.stream_dirs():
+            try:
+                count += len(os.listdir(directory))
+            except FileNotFoundError:
+                pass
+        return count
 
     def journal_size(self):
         directory = os.path.join(self.box.data, ".tsagg")
@@ -118,17 +129,22 @@ class StormTestCase(unittest.TestCase):
 
         @return: C{(files, torn)}.
         """
-        names = sorted(os.listdir(self.stream_dir))
+        paths = [os.path.join(directory, name)
+                 for directory in self.stream_dirs()
+                 for name in sorted(os.listdir(directory))]
         torn = []
-        for i, name in enumerate(names):
-            self.assertEqual(name, "%d_000.g3" % (BASE_SESSION + i,))
-            path = os.path.join(self.stream_dir, name)
+        for i, path in enumerate(paths):
+            session = BASE_SESSION + i
+            self.assertEqual(os.path.relpath(path, self.box.data),
+                             os.path.join(str(session)[:5], "crate1slot2",
+                                          "%d_000.g3" % (session,)))
+            name = os.path.basename(path)
             scan = scan_file(path)
             with open(path, "rb") as f:
                 data = f.read()
             if scan.problem_kind is not None or data != raw(storm_frame(i)):
                 torn.append(name)
-        return len(names), torn
+        return len(paths), torn
 
     def check_log(self):
         log = log_of(self.tsagg)

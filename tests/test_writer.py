@@ -963,3 +963,39 @@ class WritebackTests(WriterTestCase):
         self.assertEqual(sync.jobs, [])
         writer.close()
         sync.run_all()
+
+
+class SyncBacklogTests(WriterTestCase):
+    """
+    Files that close faster than they sync (a new session on every frame)
+    build no backlog of closes: past C{Syncer.max_pending} the producer is
+    paused until half of them are done.
+    """
+
+    def test_reading_pauses_while_closes_wait_and_resumes_once_they_drain(
+            self):
+        from tests.stormsender import storm_frame
+        sync = DeferredSync()
+        writer = self.make_writer(run_blocking=sync, fsync=True)
+        writer.streamStarted(self.producer)
+        limit = writer._out.syncer.max_pending
+        for n in range(limit):
+            self.send(storm_frame(n), writer=writer)
+            self.assertFalse(self.producer.paused, n)
+        # One more file closed: as many closes wait as the limit allows.
+        self.send(storm_frame(limit), writer=writer)
+        self.assertEqual(len(sync.jobs), limit)
+        self.assertTrue(self.producer.paused)
+        # Half of them done is not enough to read again...
+        jobs = sync.jobs
+        sync.jobs = jobs[limit // 2 - 1:]
+        for job, d in jobs[:limit // 2 - 1]:
+            d.callback(job())
+        self.assertTrue(self.producer.paused)
+        # ... one more is.
+        sync.run_all()
+        self.assertFalse(self.producer.paused)
+        d = writer.close()
+        sync.run_all()
+        self.successResultOf(d)
+        self.assertEqual(len(self.files()), limit + 1)

@@ -166,7 +166,16 @@ class Syncer:
 
     Each call runs through C{run_blocking} (a thread, in the service), or
     inline when that is L{None}, and is timed there, around the call itself.
+
+    @ivar max_pending: Files waiting for their sync and close past which
+        the syncer is L{full}: the writer then reads no more until they
+        drop to half as many (a stream of tiny files must not build a
+        backlog of closes, each holding its descriptor and record).
+    @ivar on_drained: Called with no argument once a L{full} syncer has
+        drained to half of C{max_pending}, or L{None}.
     """
+
+    max_pending = 64
 
     def __init__(self, run_blocking, writeback_every, report):
         """
@@ -182,6 +191,18 @@ class Syncer:
         self.writeback_every = writeback_every
         self._report = report
         self._pending = set()
+        self._was_full = False
+        self.on_drained = None
+
+    @property
+    def full(self):
+        """
+        Whether as many files as C{max_pending}, or more, wait for their
+        sync and close.
+        """
+        if len(self._pending) >= self.max_pending:
+            self._was_full = True
+        return self._was_full
 
     def write_back(self, f):
         """
@@ -234,6 +255,10 @@ class Syncer:
         def finished(result):
             self._pending.discard(d)
             done(*result)
+            if self._was_full and len(self._pending) <= self.max_pending // 2:
+                self._was_full = False
+                if self.on_drained is not None:
+                    self.on_drained()
         d.addCallback(finished)
         d.addErrback(self._report_failure, f)
 

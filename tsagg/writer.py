@@ -106,6 +106,7 @@ class RotatingWriter:
             self.rules.written, fsync, slow_write, run_blocking,
             writeback_every)
         self._queue = out.queue
+        out.syncer.on_drained = self._syncs_drained
         self._holding = Holding(clock, lambda: self.log, self._retry_held,
                                 retry_interval, max_retry_interval,
                                 max_held_bytes)
@@ -313,18 +314,28 @@ class RotatingWriter:
         Write up to C{write_slice} bytes of the queue now, and the rest in
         later reactor turns, with the producer paused meanwhile.
         """
-        if self._write_call is not None or not self._queue:
-            # Written already, or a later turn is due to go on.
-            return
-        self._flush(self.write_slice)
-        if self._queue:
+        if self._write_call is None and self._queue:
+            # Else written already, or a later turn is due to go on.
+            self._flush(self.write_slice)
+        if self._queue and self._write_call is None:
             self._holding.pause()
             self._write_call = self.clock.callLater(0, self._write_more)
+        if self._out.syncer.full:
+            # Files close faster than they sync: read no more until the
+            # closes catch up (L{_syncs_drained}).
+            self._holding.pause()
 
     def _write_more(self):
         self._write_call = None
         self._write_some()
-        self._holding.resume(busy=bool(self._queue))
+        self._holding.resume(busy=self._busy())
+
+    def _syncs_drained(self):
+        if self._write_call is None:
+            self._holding.resume(busy=self._busy())
+
+    def _busy(self):
+        return bool(self._queue) or self._out.syncer.full
 
     def _flush(self, budget=None):
         """
@@ -393,7 +404,7 @@ class RotatingWriter:
             # The stream went away while frames were held.
             self._acqs.suspend("disconnect")
         else:
-            self._holding.resume(busy=bool(self._queue))
+            self._holding.resume(busy=self._busy())
 
     def _write_held(self, frame, raw):
         before = self.write_errors
