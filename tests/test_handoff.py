@@ -409,17 +409,27 @@ class ServiceStopTests(unittest.TestCase):
     """
 
     @defer.inlineCallbacks
-    def test_a_stop_leaves_a_slow_hand_off_to_the_next_start(self):
+    def listening_peer(self):
+        """
+        A peer for the services to connect to, listening on loopback.
+
+        @return: A L{Deferred} of C{(peer factory, port number)}.
+        """
         from twisted.internet import reactor
         from twisted.internet.endpoints import TCP4ServerEndpoint
-        from tests.faultutil import make_service
-        from tests.test_service import PeerFactory, wait_until
-        data = os.path.abspath(self.mktemp())
+        from tests.test_service import PeerFactory
         peer = PeerFactory()
         port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"
                                         ).listen(peer)
         self.addCleanup(port.stopListening)
-        number = port.getHost().port
+        return peer, port.getHost().port
+
+    @defer.inlineCallbacks
+    def test_a_stop_leaves_a_slow_hand_off_to_the_next_start(self):
+        from tests.faultutil import make_service
+        from tests.test_service import wait_until
+        data = os.path.abspath(self.mktemp())
+        peer, number = yield self.listening_peer()
         first = make_service(self, number, data)
         first.handoff_grace = 0.1
 
@@ -450,17 +460,11 @@ class ServiceStopTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_a_stop_with_thousands_waiting_leaves_each_to_the_next_start(
             self):
-        from twisted.internet import reactor
-        from twisted.internet.endpoints import TCP4ServerEndpoint
         from tests.faultutil import make_service
         from tests.stormsender import storm_frame
-        from tests.test_service import PeerFactory, wait_until
+        from tests.test_service import wait_until
         data = os.path.abspath(self.mktemp())
-        peer = PeerFactory()
-        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"
-                                        ).listen(peer)
-        self.addCleanup(port.stopListening)
-        number = port.getHost().port
+        peer, number = yield self.listening_peer()
         first = make_service(self, number, data)
         jobs = []
 
