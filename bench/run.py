@@ -6,8 +6,9 @@ tsagg against spt3g's own C++ reader: the whole benchmark, one command.
 Runs, on loopback and the local disk:
 
 1. throughput: one sender of identical pre-serialized frames, and as
-   receivers (A) ``twistd -n tsagg`` and (B) a G3Reader('tcp://') ->
-   G3Writer pipeline, alternating A B A B; medians and ratios of MB/s,
+   receivers (A) ``twistd -n tsagg``, (B) a G3Reader('tcp://') ->
+   G3Writer pipeline and (C) a bare copy (recv_into + write, no framing),
+   alternating A B C A B C; medians and ratios of MB/s,
    frames/s and receiver CPU seconds per GB, for ~1.6 MB, ~13 MB and ~10 kB
    frames; once more with spt3g's G3NetworkSender as the sender;
 2. reactor lag at full ingest (a 10 Hz LoopingCall in tsagg's reactor);
@@ -44,7 +45,8 @@ PY = sys.executable
 INPROC = os.path.join(BENCH_DIR, "inproc.py")
 REPO = os.path.dirname(BENCH_DIR)
 
-RECEIVERS = ("tsagg", "cpp")
+#: tsagg, spt3g's C++ reader, and the limit: a bare copy of the bytes.
+RECEIVERS = ("tsagg", "cpp", "bare")
 #: The parts of a run, for --only.
 PARTS = ("throughput", "peer", "lag", "streams", "stop", "rss", "stages",
          "profile", "quicklook")
@@ -112,12 +114,16 @@ def summarize(runs, count):
             "runs": len(mine),
             "frame_bytes": mine[0]["frame_bytes"] if mine else None,
         }
-    t, c = out["tsagg"], out["cpp"]
+    t, c, b = out["tsagg"], out["cpp"], out["bare"]
     if t["runs"]:
         out["ratio_MBps"] = t["MBps"] / c["MBps"] if c["MBps"] else None
         out["ratio_fps"] = t["fps"] / c["fps"] if c["fps"] else None
         out["ratio_cpu"] = (t["cpu_s_per_GB"] / c["cpu_s_per_GB"]
                             if c["cpu_s_per_GB"] else None)
+    if t["runs"] and b["runs"]:
+        out["bare_ratio_MBps"] = t["MBps"] / b["MBps"] if b["MBps"] else None
+        out["bare_ratio_cpu"] = (t["cpu_s_per_GB"] / b["cpu_s_per_GB"]
+                                 if b["cpu_s_per_GB"] else None)
     return out
 
 

@@ -21,6 +21,7 @@ PY = sys.executable
 TWISTD = os.path.join(os.path.dirname(PY), "twistd")
 SENDER = os.path.join(BENCH_DIR, "sender.py")
 CPP = os.path.join(BENCH_DIR, "cpp_receiver.py")
+BARE = os.path.join(BENCH_DIR, "bare_receiver.py")
 QL = os.path.join(BENCH_DIR, "ql_receiver.py")
 
 #: The channels and rate of the quick look in the "ql-on" receiver.
@@ -100,7 +101,7 @@ def free_port():
 def receiver_command(kind, port, data_dir, fsync=False):
     """
     The command of a receiver: C{'tsagg'} (twistd tsagg), C{'cpp'}
-    (G3Reader -> G3Writer), or the agent's recording service without
+    (G3Reader -> G3Writer), C{'bare'} (a bare copy, recv_into + write), or the agent's recording service without
     (C{'ql-off'}) or with (C{'ql-on'}) a quick look.
     """
     if kind in ("ql-off", "ql-on"):
@@ -118,7 +119,9 @@ def receiver_command(kind, port, data_dir, fsync=False):
         if not fsync:
             cmd.append("--no-fsync")
         return cmd
-    return [PY, CPP, "127.0.0.1:%d" % port, os.path.join(data_dir, "out.g3")]
+    script = BARE if kind == "bare" else CPP
+    return [PY, script, "127.0.0.1:%d" % port,
+            os.path.join(data_dir, "out.g3")]
 
 
 def run_once(kind, case, count, workdir, sender_mode="plain", timeout=120,
@@ -126,7 +129,7 @@ def run_once(kind, case, count, workdir, sender_mode="plain", timeout=120,
     """
     Stream C{count} frames of C{case} to one receiver and time it.
 
-    @param kind: C{'tsagg'} or C{'cpp'}.
+    @param kind: A receiver of L{receiver_command}.
     @param profile: C{(py-spy executable, output path)}: sample the
         receiver with py-spy (raw collapsed stacks) while it receives.
     @return: A L{dict}: seconds, bytes, cpu_s, vmhwm_kb, ...
