@@ -6,7 +6,7 @@ are deserialized only when used.
 from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
 
-from tsagg import frames, wire
+from tsagg import frames, sostream, wire
 from tsagg.frames import CorruptFrame, LazyFrame, load_frame, receive_frame
 
 from tests import frames as F
@@ -95,3 +95,61 @@ class AgreementTests(unittest.TestCase):
                        for pos in range(len(SMALL)) for bit in range(8))
         # Most flips land in keys, blobs and the CRC, where spt3g decides.
         self.assertGreater(compared, 0.8 * 8 * len(SMALL))
+
+
+def _pieces_at(raw, cuts):
+    """
+    A frame split by the splitter at the given offsets, as C{(pieces,
+    size, spans)}.
+    """
+    splitter = wire.FrameSplitter()
+    found = []
+    for lo, hi in zip([0] + cuts, cuts + [len(raw)]):
+        found += splitter.split(raw[lo:hi])
+    return found[0]
+
+
+class PiecesTests(unittest.TestCase):
+    """
+    A frame that came in pieces is checked and read without joining them,
+    to the same result as its joined bytes.
+    """
+
+    def test_crc_over_pieces_is_the_crc_of_the_frame(self):
+        for raw in (SMALL, F.raw(F.wiring(dump=True))):
+            recorded = int.from_bytes(raw[-4:], "little")
+            for cut in range(1, len(raw)):
+                pieces, size, spans = _pieces_at(raw, [cut])
+                self.assertEqual(frames.crc_of_pieces(pieces, spans),
+                                 recorded)
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.lists(st.integers(1, len(LARGE) - 1), max_size=6, unique=True))
+    def test_crc_over_any_pieces(self, cuts):
+        pieces, size, spans = _pieces_at(LARGE, sorted(cuts))
+        self.assertEqual(len(pieces), len(cuts) + 1)
+        self.assertEqual(frames.crc_of_pieces(pieces, spans),
+                         int.from_bytes(LARGE[-4:], "little"))
+
+    def test_a_flipped_bit_in_any_piece_is_found(self):
+        bad = flipped(LARGE, len(LARGE) // 2, 3)
+        pieces, size, spans = _pieces_at(bad, [100, len(bad) // 2 + 1])
+        self.assertRaises(CorruptFrame, frames.receive_pieces, pieces, size,
+                          spans)
+
+    def test_fields_from_pieces_are_the_fields_of_the_frame(self):
+        raw = F.raw(F.wiring(dump=True))
+        whole = sostream.FrameFields(raw)
+        for cut in range(1, len(raw)):
+            frame = frames.receive_pieces(*_pieces_at(raw, [cut]))
+            fields = sostream.FrameFields.of(frame)
+            for key in ("frame_num", "session_id", "sostream_id", "dump"):
+                self.assertEqual(fields[key], whole[key])
+            self.assertEqual(frame.code, "W")
+            self.assertEqual(frame.raw, raw)
+
+    def test_not_joined_unless_asked(self):
+        frame = frames.receive_pieces(*_pieces_at(LARGE, [1000]))
+        sostream.FrameFields.of(frame)
+        self.assertIsNone(frame._raw)
+        self.assertEqual(frame.raw, LARGE)

@@ -3,11 +3,12 @@ Tests for L{tsagg.rules}: the SO stream rules as a pure state machine, with
 plain frames and no writer, file or clock.
 """
 
+from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
 
 from tsagg import sostream
 from tsagg.frames import raw_type_code
-from tsagg.rules import StreamRules
+from tsagg.rules import Plan, StreamRules
 
 from tests import frames as F
 
@@ -223,3 +224,92 @@ class ReplayTests(unittest.TestCase):
         d.rules.stream_started(keep_metadata=True)
         self.assertEqual(d.rules.replay(d.plan(F.raw(F.scan(3)))),
                          [F.raw(F.observation())])
+
+
+def _stamped_start():
+    start = F.flow(F.START)
+    start["session_id"] = 1700000000
+    return start
+
+
+def _decision(plan):
+    """
+    Everything a L{Plan} says, as a dict.
+    """
+    names = [n for n in dir(Plan) if not n.startswith("__")]
+    return {n: getattr(plan, n) for n in names + ["code", "_replayed_num"]
+            if hasattr(plan, n)}
+
+
+_TIMEPOINT = F.core.G3Frame(F.core.G3FrameType.Timepoint)
+_TIMEPOINT["session_id"] = 1700000000
+_TIMEPOINT["frame_num"] = 9
+_TIMEPOINT["sostream_id"] = "crate1slot2"
+
+#: Every frame type, of this session, another, none, and flow control of
+#: every kind, as data frames and as metadata.
+_POOL = [F.raw(f) for f in (
+    F.scan(2), F.scan(3), F.scan(9), F.scan(4, session_id=1700000050),
+    F.scan(5, session_id=None), F.scan(6, stream_id=None), _TIMEPOINT,
+    F.observation(), F.wiring(dump=True), F.wiring(dump=False),
+    F.wiring(), F.pipeline_info(), F.flow(F.ALIVE), F.flow(F.START),
+    F.flow(F.END), F.flow(F.CLEANSE, F.core.G3FrameType.Observation),
+    F.flow(F.START, F.core.G3FrameType.Scan), F.flow(7),
+    _stamped_start(), F.scan(0, session_id=0))]
+
+
+class FastPathTests(unittest.TestCase):
+    """
+    L{StreamRules.plain}, the fast path, makes the same decision as
+    L{StreamRules.plan} whenever it makes one, on every frame type in every
+    state the rules reach.
+    """
+
+    def check(self, events):
+        d = Driver()
+        taken = 0
+        for event in events:
+            if event[0] == "frame":
+                raw = _POOL[event[1]]
+                fields = sostream.FrameFields(raw)
+                session = d.session if d.acquiring else None
+                fast = d.rules.plain(raw_type_code(raw), fields, session,
+                                     d.open)
+                if fast is not None:
+                    taken += 1
+                    self.assertEqual(_decision(fast),
+                                     _decision(d.plan(raw)))
+                d.one(raw)
+            elif event[0] == "connect":
+                d.rules.stream_started(event[1], event[2] and d.acquiring)
+            elif event[0] == "rotation":
+                d.rules.rotation_due = d.open
+            else:
+                d.open = False
+                d.rules.file_closed()
+        return taken
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.one_of(
+        st.tuples(st.just("frame"), st.integers(0, len(_POOL) - 1)),
+        st.tuples(st.just("connect"), st.booleans(), st.booleans()),
+        st.tuples(st.just("rotation")), st.tuples(st.just("close"))),
+        max_size=40))
+    def test_same_decision_in_every_state(self, events):
+        self.check(events)
+
+    def test_taken_for_the_data_of_an_acquisition(self):
+        events = [("frame", 7), ("frame", 8), ("frame", 0), ("frame", 1),
+                  ("frame", 2), ("frame", 6)]
+        self.assertEqual(self.check(events), 4)
+
+    def test_not_taken_when_there_is_something_to_decide(self):
+        # The metadata opens the file; the first Scan frame goes on in it.
+        base = [("frame", 7), ("frame", 0)]
+        self.assertEqual(self.check(base), 1)
+        for extra in ([("rotation",)], [("close",)],
+                      [("connect", False, True)]):
+            self.assertEqual(self.check(base + extra + [("frame", 1)]), 1)
+        for other in (3, 13, 16):
+            self.assertEqual(self.check(base + [("frame", other)]), 1)
+        self.assertEqual(self.check([("frame", 5), ("frame", 0)]), 0)

@@ -47,19 +47,35 @@ class RealFramesTests(unittest.TestCase):
         self.assertGreater(len(large), 1 << 16)
         frames = self.frames + [large]
         found = wire.FrameSplitter().split(b"".join(frames))
-        self.assertEqual([raw for raw, _ in found], frames)
-        for raw, entries in found:
+        self.assertEqual([wire.join(pieces) for pieces, _, _ in found],
+                         frames)
+        for (pieces, size, spans), raw in zip(found, frames):
+            self.assertEqual(size, len(raw))
             self.assertEqual(
-                [(bytes(k), bytes(b)) for k, b in entries],
+                [(raw[k:b], raw[b + 8:e]) for k, b, e in spans],
                 [(bytes(k), bytes(b)) for k, b in wire.frame_entries(raw)])
 
-    def test_split_leaves_entries_of_a_frame_across_reads_to_find(self):
+    def test_frames_across_reads_come_with_their_entries(self):
+        for cut in range(1, len(self.stream)):
+            splitter = wire.FrameSplitter()
+            found = (splitter.split(self.stream[:cut])
+                     + splitter.split(self.stream[cut:]))
+            self.assertEqual([wire.join(p) for p, _, _ in found],
+                             self.frames)
+            for (pieces, size, spans), raw in zip(found, self.frames):
+                self.assertEqual(size, sum(len(p) for p in pieces))
+                self.assertEqual(
+                    [(raw[k:b], raw[b + 8:e]) for k, b, e in spans],
+                    [(bytes(k), bytes(b))
+                     for k, b in wire.frame_entries(raw)])
+
+    def test_pieces_are_views_of_the_reads(self):
         splitter = wire.FrameSplitter()
         first, rest = self.stream[:100], self.stream[100:]
         self.assertEqual(splitter.split(first), [])
         found = splitter.split(rest)
-        self.assertEqual(found[0], (self.frames[0], None))
-        self.assertIsNotNone(found[1][1])
+        self.assertEqual([p.obj for p in found[0][0]], [first, rest])
+        self.assertIs(found[1][0][0].obj, rest)
 
     def test_one_byte_at_a_time(self):
         self.assertEqual(_split(wire.FrameSplitter(), self.stream, [1]),
@@ -240,11 +256,11 @@ class LinearityTests(unittest.TestCase):
             out.extend(splitter.feed(frame[i:i + chunk]))
         self.assertEqual(out, [frame])
         # One view per read, no growing buffer that is copied on each read.
-        self.assertEqual(splitter._parts, [])
+        self.assertEqual(splitter._pieces, [])
 
     def test_parts_per_read(self):
         frame = F.handmade([(b"data", b"\0" * 100000)])
         splitter = wire.FrameSplitter()
         for i in range(0, 50000, 1000):
             splitter.feed(frame[i:i + 1000])
-        self.assertEqual(len(splitter._parts), 50)
+        self.assertEqual(len(splitter._pieces), 50)

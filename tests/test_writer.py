@@ -11,6 +11,8 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
+from tsagg import wire
+from tsagg.frames import receive_pieces
 from tsagg.interfaces import IFrameSink
 from tsagg.rotation import GAP, ROTATE, FilePolicy
 from tsagg.writer import RotatingWriter
@@ -999,3 +1001,27 @@ class SyncBacklogTests(WriterTestCase):
         sync.run_all()
         self.successResultOf(d)
         self.assertEqual(len(self.files()), limit + 1)
+
+
+class PiecesWrittenTests(WriterTestCase):
+    """
+    Frames are written as the pieces they came in: whatever the reads,
+    the file holds the stream's bytes bit for bit.
+    """
+
+    def test_split_at_every_byte(self):
+        frames = [F.observation(), F.wiring(dump=True), F.scan(2),
+                  F.scan(3), F.scan(4)]
+        stream = b"".join(F.raw(f) for f in frames)
+        for cut in range(1, len(stream)):
+            directory = os.path.join(self.dir, str(cut))
+            os.makedirs(directory)
+            writer = RotatingWriter(directory, self.clock, fsync=False)
+            writer.streamStarted(FakeProducer())
+            splitter = wire.FrameSplitter()
+            for data in (stream[:cut], stream[cut:]):
+                writer.framesReceived([receive_pieces(*found) for found in
+                                       splitter.split(data)])
+            writer.close()
+            [(_, written)] = files_and_frames(directory)
+            self.assertEqual(b"".join(written), stream, "cut at %d" % cut)

@@ -96,10 +96,39 @@ class OpenFile:
         self.writeback = None
         self.reserved = False
         # Frames dropped upstream before it opened; the first and last frame
-        # received that went into it.
+        # received that went into it (its bytes, or a frame that has them).
         self.dropped_before = 0
-        self.first_raw = None
-        self.last_raw = None
+        self._first = None
+        self._last = None
+
+    def received(self, frame):
+        """
+        A frame received is whole in the file.
+
+        @param frame: Its bytes, or a L{tsagg.frames.LazyFrame}, whose
+            bytes are joined only if L{first_raw} or L{last_raw} asks.
+        """
+        if self._first is None:
+            self._first = frame
+        self._last = frame
+
+    @property
+    def first_raw(self):
+        """
+        The bytes of the first frame received in the file, or L{None}.
+        """
+        return _raw(self._first)
+
+    @property
+    def last_raw(self):
+        """
+        The bytes of the last frame received in the file, or L{None}.
+        """
+        return _raw(self._last)
+
+
+def _raw(frame):
+    return getattr(frame, "raw", frame)
 
 
 class ClosedFile:

@@ -9,13 +9,12 @@ raise on a mismatch.
 
 Recording needs only a frame's bytes and a few small keys, so a received
 frame is checked (layout and CRC, the same CRC spt3g computes, with the
-hardware CRC-32C of the C{crc32c} package, no copy) and handed on as a
-L{LazyFrame}, which spt3g deserializes on first use.  spt3g's own load
+hardware CRC-32C of the C{crc32c} package, over the pieces of the reads
+it came in: no copy) and handed on as a L{LazyFrame}, which spt3g
+deserializes on first use.  spt3g's own load
 copies a frame twice; skipping it when nobody looks at the frame is what
 lets tsagg keep up with spt3g's C++ reader.
 """
-
-from itertools import chain
 
 import crc32c as _crc32c
 from spt3g import core
@@ -23,8 +22,8 @@ from spt3g import core
 from tsagg import wire
 
 __all__ = ["core", "BINDING", "CorruptFrame", "load_frame", "dump_frame",
-           "frame_type_code", "raw_type_code", "receive_frame", "LazyFrame",
-           "crc_of_entries"]
+           "frame_type_code", "raw_type_code", "receive_frame",
+           "receive_pieces", "LazyFrame", "crc_of_pieces"]
 
 
 class CorruptFrame(ValueError):
@@ -90,28 +89,44 @@ def raw_type_code(raw):
 
 
 _MASK = 0xFFFFFFFF
-_chain = chain.from_iterable
-# Below this size a frame's keys and blobs are joined and checked in one
-# call; above it, entry by entry, without a copy.
-_JOIN_BELOW = 1 << 16
 
 
-def crc_of_entries(entries, size):
+def crc_of_pieces(pieces, spans):
     """
     The CRC spt3g records after a frame's entries: the CRC-32C register run
-    from 0 over every key and blob in order, with no final inversion.
+    from 0 over every key and blob in order, with no final inversion,
+    computed over the pieces the frame came in, without joining them.
 
-    @param entries: C{(key, blob)} pairs as from L{wire.frame_entries}.
-    @param size: The frame's size, to choose the cheaper way.
+    @param pieces: The frame's bytes, as pieces in order (bytes-like).
+    @param spans: The offsets in the frame of each entry, as from
+        L{wire.FrameSplitter.split}.
     """
     crc32c = _crc32c.crc32c
-    if size < _JOIN_BELOW:
-        return crc32c(b"".join(_chain(entries)), _MASK) ^ _MASK
-    crc = 0
-    for key, blob in entries:
-        crc = crc32c(key, crc ^ _MASK) ^ _MASK
-        crc = crc32c(blob, crc ^ _MASK) ^ _MASK
-    return crc
+    # The package's value is the register inverted: carry it so, inverting
+    # once at each end.
+    value = _MASK
+    if len(pieces) == 1:
+        piece = pieces[0]
+        for key, blob_len, end in spans:
+            value = crc32c(piece[key:blob_len], value)
+            value = crc32c(piece[blob_len + 8:end], value)
+        return value ^ _MASK
+    i = 0
+    piece = pieces[0]
+    start = 0
+    stop = len(piece)
+    for key, blob_len, end in spans:
+        for lo, hi in ((key, blob_len), (blob_len + 8, end)):
+            while lo < hi:
+                while lo >= stop:
+                    i += 1
+                    piece = pieces[i]
+                    start = stop
+                    stop += len(piece)
+                cut = hi if hi < stop else stop
+                value = crc32c(piece[lo - start:cut - start], value)
+                lo = cut
+    return value ^ _MASK
 
 
 class LazyFrame:
@@ -119,20 +134,49 @@ class LazyFrame:
     A received frame whose layout and CRC are checked, deserialized by spt3g
     only when something uses it.
 
-    Indexing, C{in}, iteration and attributes go to the C{G3Frame}, which
-    is loaded on the first such use.
+    It holds the pieces of the reads it came in: its bytes are joined into
+    one L{bytes} object only if something asks for C{raw} (the write path
+    writes the pieces as they are).  Indexing, C{in}, iteration and
+    attributes go to the C{G3Frame}, which is loaded on the first such use.
 
-    @ivar raw: The frame's bytes.
-    @ivar entries: Its C{(key, blob)} pairs, each blob bytes-like (a view
-        of C{raw}, or a copy of its part of a small frame).
+    @ivar pieces: The frame's bytes, in pieces (bytes-like), in order.
+    @ivar size: Its size in bytes.
+    @ivar spans: The offsets of its entries, as from
+        L{wire.FrameSplitter.split}.
+    @ivar code: Its one-letter type code.
     """
 
-    __slots__ = ("raw", "entries", "_frame")
+    __slots__ = ("pieces", "size", "spans", "code", "_raw", "_frame")
 
-    def __init__(self, raw, entries):
-        self.raw = raw
-        self.entries = entries
-        self._frame = None
+    def __init__(self, pieces, size, spans, raw=None, frame=None):
+        self.pieces = pieces
+        self.size = size
+        self.spans = spans
+        self._raw = raw
+        self._frame = frame
+        head = pieces[0]
+        self.code = chr(head[9] if len(head) > 9 else self.raw[9])
+
+    @property
+    def raw(self):
+        """
+        The frame's bytes, joined now if it came in pieces.
+        """
+        if self._raw is None:
+            self._raw = wire.join(self.pieces)
+        return self._raw
+
+    @property
+    def entries(self):
+        """
+        Its C{(key, blob)} pairs, as L{wire.frame_entries} gives them: each
+        key L{bytes}, each blob a view of one piece, or of C{raw} when the
+        frame came in more than one.
+        """
+        source = self.pieces[0] if len(self.pieces) == 1 else \
+            memoryview(self.raw)
+        return [(bytes(source[k:b]), source[b + 8:e])
+                for k, b, e in self.spans]
 
     def load(self):
         """
@@ -157,31 +201,48 @@ class LazyFrame:
         return iter(self.load().keys())
 
     def __len__(self):
-        return len(self.entries)
+        return len(self.spans)
 
     def __repr__(self):
-        return "<LazyFrame %s, %d bytes>" % (raw_type_code(self.raw),
-                                             len(self.raw))
+        return "<LazyFrame %s, %d bytes>" % (self.code, self.size)
 
 
-def receive_frame(raw, entries=None):
+def receive_pieces(pieces, size, spans):
     """
-    Check one whole frame from the wire and make it usable.
+    Check one whole frame from the wire, as the splitter cut it, and make
+    it usable.
 
-    @param raw: The frame's bytes, as the splitter cut them.
-    @param entries: Its entries, if the splitter found them on the way, as
-        from L{wire.frame_entries}.
+    @param pieces: The frame's pieces, as from L{wire.FrameSplitter.split}.
+    @param size: Its size.
+    @param spans: The offsets of its entries.
     @return: A L{LazyFrame}.
-    @raise CorruptFrame: The CRC does not match, or the layout is wrong.
+    @raise CorruptFrame: The CRC does not match.
     """
-    if entries is None:
-        try:
-            entries = wire.frame_entries(raw)
-        except wire.FrameError as e:
-            raise CorruptFrame(str(e))
-    recorded = int.from_bytes(raw[-4:], "little")
-    calculated = crc_of_entries(entries, len(raw))
+    tail = pieces[-1]
+    if len(tail) < 4:
+        tail = b"".join(pieces)[-4:]
+    recorded = int.from_bytes(tail[-4:], "little")
+    calculated = crc_of_pieces(pieces, spans)
     if recorded != calculated:
         raise CorruptFrame("Recorded CRC (0x%08x) does not match calculated "
                            "(0x%08x)" % (recorded, calculated))
-    return LazyFrame(raw, entries)
+    return LazyFrame(pieces, size, spans)
+
+
+def receive_frame(raw, frame=None):
+    """
+    Check one whole frame given as its bytes and make it usable.
+
+    @param raw: The frame's bytes.
+    @param frame: Its C{G3Frame}, if it was loaded already.
+    @return: A L{LazyFrame}.
+    @raise CorruptFrame: The CRC does not match, or the layout is wrong.
+    """
+    try:
+        spans = wire.frame_spans(raw)
+    except wire.FrameError as e:
+        raise CorruptFrame(str(e))
+    received = receive_pieces([memoryview(raw)], len(raw), spans)
+    received._raw = raw
+    received._frame = frame
+    return received

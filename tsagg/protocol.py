@@ -11,7 +11,7 @@ from zope.interface import implementer
 
 from tsagg import wire
 from tsagg.connlog import ConnectionLog, loss_text
-from tsagg.frames import CorruptFrame, receive_frame
+from tsagg.frames import CorruptFrame, receive_pieces
 from tsagg.interfaces import IFrameSink
 
 __all__ = ["G3StreamProtocol", "G3StreamFactory", "StreamStats"]
@@ -106,9 +106,9 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
         splitter = self._splitter
         frames = []
         error = None
-        for raw, entries in splitter.split(data):
+        for pieces, size, spans in splitter.split(data):
             try:
-                frames.append(receive_frame(raw, entries))
+                frames.append(receive_pieces(pieces, size, spans))
             except CorruptFrame as e:
                 error = "frame rejected by spt3g: %s" % (e,)
                 break

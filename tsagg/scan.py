@@ -13,7 +13,7 @@ import struct
 from collections import Counter
 
 from tsagg import sostream, wire
-from tsagg.frames import CorruptFrame, raw_type_code, receive_frame
+from tsagg.frames import CorruptFrame, LazyFrame, receive_pieces
 
 __all__ = ["FileScan", "scan_file", "whole_frames_length", "TORN", "CORRUPT",
            "CHUNK_SIZE", "SessionTail", "session_tail"]
@@ -98,16 +98,19 @@ class FileScan:
         if self.done:
             return
         splitter = self._splitter
-        for raw, entries in splitter.split(data):
+        for pieces, size, spans in splitter.split(data):
             if self.check_crc:
                 try:
-                    receive_frame(raw, entries)
+                    frame = receive_pieces(pieces, size, spans)
                 except CorruptFrame as e:
                     self._found(CORRUPT, "corrupt frame at offset %d: %s"
                                 % (self.good_bytes, e))
                     return
-            self._count(raw_type_code(raw))
-            self.good_bytes += len(raw)
+                code = frame.code
+            else:
+                code = LazyFrame(pieces, size, spans).code
+            self._count(code)
+            self.good_bytes += size
         if splitter.error is not None:
             self._found(CORRUPT, "corrupt frame at offset %d: %s"
                         % (self.good_bytes, splitter.error))

@@ -136,6 +136,32 @@ class FrameFields:
         self._blobs = {key.decode("ascii"): blob
                        for key, blob in entries if key in keys}
 
+    @classmethod
+    def of(cls, frame, keys=SO_KEYS):
+        """
+        The keys of a received frame, read from the pieces it came in: no
+        piece is joined, and of a frame in more than one piece only the
+        keys and the blobs taken are copied out.
+
+        @param frame: A L{tsagg.frames.LazyFrame}.
+        """
+        fields = cls.__new__(cls)
+        pieces = frame.pieces
+        blobs = fields._blobs = {}
+        if len(pieces) == 1:
+            piece = pieces[0]
+            for k, b, e in frame.spans:
+                key = piece[k:b].tobytes()
+                if key in keys:
+                    blobs[key.decode("ascii")] = piece[b + 8:e]
+            return fields
+        for k, b, e in frame.spans:
+            key = wire.piece_range(pieces, k, b)
+            if key in keys:
+                blobs[key.decode("ascii")] = wire.piece_range(pieces, b + 8,
+                                                              e)
+        return fields
+
     def __contains__(self, key):
         return key in self._blobs
 

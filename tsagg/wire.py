@@ -4,8 +4,8 @@ Split a byte stream of serialized G3 frames into whole frames.
 A G3 stream (a ``.g3`` file, or the bytes a ``G3NetworkSender`` puts on a
 socket) is serialized frames back to back with no framing around them, so the
 only way to find where a frame ends is to walk its entries.  This module does
-that incrementally and without I/O: bytes go in, the raw bytes of each whole
-frame come out.  It does not check the CRC (spt3g does that when the frame is
+that incrementally and without I/O: bytes go in, each whole frame comes out
+as the pieces of the reads it came in, with the offsets of its entries.  It does not check the CRC (spt3g does that when the frame is
 deserialized) and it never allocates from a length it has not validated.
 
 Layout of one frame, all integers little-endian::
@@ -19,7 +19,7 @@ Layout of one frame, all integers little-endian::
 import struct
 
 __all__ = [
-    "FrameSplitter", "frame_entries", "FrameError", "BadEndianness", "BadClassVersion",
+    "FrameSplitter", "frame_entries", "frame_spans", "join", "piece_range", "FrameError", "BadEndianness", "BadClassVersion",
     "BadFrameType", "TooManyEntries", "KeyTooLong", "FrameTooLarge",
     "FRAME_TYPE_CODES", "DEFAULT_MAX_FRAME_SIZE", "DEFAULT_MAX_ENTRIES",
     "DEFAULT_MAX_KEY_LENGTH",
@@ -39,8 +39,9 @@ _CRC_SIZE = 4
 _ENDIANNESS_LITTLE = 1
 _CLASS_VERSION = 1
 
-# States of the incremental parser.
-_S_HEADER, _S_KEYLEN, _S_KEY, _S_BLOBLEN, _S_BLOB, _S_CRC = range(6)
+# The fields a frame that spans reads waits for, and their sizes.
+_S_HEADER, _S_KEYLEN, _S_BLOBLEN, _S_CRC = range(4)
+_FIELD_SIZE = (_HEADER_SIZE, 8, 8, _CRC_SIZE)
 
 
 class FrameError(ValueError):
@@ -80,17 +81,16 @@ class FrameTooLarge(FrameError):
     """A frame is (or declares itself) larger than the configured limit."""
 
 
-# Frames smaller than this get their blobs as copies, not views.
-_COPY_BLOBS_BELOW = 1 << 16
-
-
 class FrameSplitter:
     """
-    Incremental splitter of a G3 byte stream into the raw bytes of each frame.
+    Incremental splitter of a G3 byte stream into the pieces of each frame.
 
-    Every byte is looked at once (twice at most for the tail of a read that
-    ends inside a frame), and each frame's bytes are joined exactly once, so
-    total work is linear in the bytes received whatever their chunking.
+    A frame comes out as the pieces of the reads it came in (views of
+    them, not copies), so that its bytes can go to disk as they came off
+    the socket.  Only the length fields of a frame are read, each once; a
+    read that ends inside a frame costs nothing but a note of where its
+    next length field lies.  Total work is linear in the entries received
+    and does not grow with the bytes in their blobs.
 
     After a L{FrameError} the stream cannot be resynchronized (there is no
     marker to find the next frame by): the error is kept in C{error} and
@@ -113,12 +113,18 @@ class FrameSplitter:
         self.max_key_length = max_key_length
         self.error = None
         self.offset = 0
-        # Pieces (memoryviews of received chunks) of the incomplete frame.
-        self._parts = []
-        self._size = 0          # bytes of the incomplete frame so far
-        self._state = _S_HEADER
-        self._need = _HEADER_SIZE
-        self._field = bytearray()
+        self._reset()
+
+    def _reset(self):
+        # The frame that spans reads: its pieces (views of the reads), their
+        # size, the entries found so far, the frame offset of the next field
+        # to read and which field it is, and the entries left after it.
+        self._pieces = []
+        self._size = 0
+        self._spans = []
+        self._at = 0
+        self._field = _S_HEADER
+        self._key = 0
         self._entries_left = 0
 
     @property
@@ -139,56 +145,50 @@ class FrameSplitter:
             set.
         @rtype: L{list} of L{bytes}
         """
-        return [raw for raw, _ in self.split(data)]
+        return [join(pieces) for pieces, _, _ in self.split(data)]
 
     def split(self, data):
         """
-        Like L{feed}, with the entries of each frame when they were found on
-        the way.
+        Like L{feed}, each frame as the pieces it came in.
 
-        @return: C{(raw, entries)} for each frame completed by C{data}:
-            C{entries} as L{frame_entries} would give them (each blob a
-            view of C{raw}, or its own copy in a frame under 64 kB), or
-            L{None} for a frame that spanned reads.
+        @return: C{(pieces, size, spans)} for each frame completed by
+            C{data}: its pieces (L{memoryview}s of this read and of the
+            reads before it, in order), their total size, and the offsets
+            in the frame of each entry, C{(key, blob length, blob end)}:
+            its key runs from the first to the second, its blob from 8 bytes
+            after the second to the third.
         """
         frames = []
         if self.error is not None:
             return frames
         if not isinstance(data, bytes):
-            # Pieces of a partial frame are kept as views of the input, so
-            # the input must be immutable.
+            # Pieces are kept as views of the input, so the input must be
+            # immutable.
             data = bytes(data)
         view = memoryview(data)
         end = len(view)
         pos = 0
         try:
+            if self._size:
+                pos = self._go_on(view, end, frames)
             while pos < end:
-                if self._size == 0:
-                    # At a frame boundary: whole frames inside this read are
-                    # parsed with direct offsets, the common case.
-                    whole = self._whole_frame(view, pos, end)
-                    if whole is not None:
-                        frame_end, spans = whole
-                        raw = data[pos:frame_end]
-                        if frame_end - pos < _COPY_BLOBS_BELOW:
-                            # Copying a few kB costs less than making a
-                            # view.
-                            entries = [(data[k:b], data[b + 8:e])
-                                       for k, b, e in spans]
-                        else:
-                            rv = memoryview(raw)
-                            entries = [(data[k:b], rv[b + 8 - pos:e - pos])
-                                       for k, b, e in spans]
-                        frames.append((raw, entries))
-                        self.offset += frame_end - pos
-                        pos = frame_end
-                        continue
-                pos = self._consume(view, pos, end, frames)
+                # At a frame boundary: a frame wholly inside this read is
+                # walked with direct offsets, the common case.
+                whole = self._whole_frame(view, pos, end)
+                if whole is None:
+                    self._pieces = [view[pos:]]
+                    self._size = end - pos
+                    self._go_on(None, end, frames)
+                    break
+                frame_end, spans = whole
+                size = frame_end - pos
+                frames.append(([view[pos:frame_end]], size, spans))
+                self.offset += size
+                pos = frame_end
         except FrameError as e:
             e.offset = self.offset
             self.error = e
-            self._parts = []
-            self._field = bytearray()
+            self._reset()
         return frames
 
     # -- whole frames within one buffer -------------------------------------
@@ -197,11 +197,9 @@ class FrameSplitter:
         """
         Find a frame that starts at C{pos} and lies wholly in C{view[:end]}.
 
-        @return: The offset one past the frame's CRC and, for each entry,
-            the offsets C{(key, blob length, blob end)}: its key runs from
-            the first to the second, its blob from 8 bytes after the second
-            to the third.  L{None} if the frame is not complete within the
-            buffer (nothing is consumed then).
+        @return: The offset one past the frame's CRC and the spans of its
+            entries (as in L{split}, from the frame's start).  L{None} if
+            the frame is not complete within the buffer.
         @raise FrameError: The frame is invalid.
         """
         if end - pos < _HEADER_SIZE:
@@ -231,7 +229,7 @@ class FrameSplitter:
                 raise FrameTooLarge("frame exceeds the limit of %d bytes"
                                     % (self.max_frame_size,))
             p += blen
-            spans.append((key, blob_len, p))
+            spans.append((key - pos, blob_len - pos, p - pos))
         if p + _CRC_SIZE > limit:
             raise FrameTooLarge("frame exceeds the limit of %d bytes"
                                 % (self.max_frame_size,))
@@ -250,87 +248,167 @@ class FrameSplitter:
             raise TooManyEntries("%d entries exceed the limit of %d"
                                  % (entries, self.max_entries))
 
-    # -- the incremental state machine --------------------------------------
+    # -- a frame across reads -------------------------------------------------
 
-    def _consume(self, view, pos, end, frames):
+    def _go_on(self, view, end, frames):
         """
-        Advance the state machine over C{view[pos:end]} until the current
-        frame completes or the buffer ends.
+        Take the next read into the frame that spans reads (C{view} is
+        L{None} when its pieces hold the read already), and read every
+        length field it completes.
 
-        @return: The offset reached.
+        @return: The offset in the read just past the frame's end if it
+            completed (the frame is appended to C{frames}), else C{end}.
         """
-        start = pos
-        while pos < end:
-            take = min(self._need, end - pos)
-            if self._state != _S_BLOB:
-                self._field += view[pos:pos + take]
-            pos += take
-            self._need -= take
-            if self._size + (pos - start) > self.max_frame_size:
-                raise FrameTooLarge("frame exceeds the limit of %d bytes"
-                                    % (self.max_frame_size,))
-            if self._need == 0 and self._advance():
-                self._parts.append(view[start:pos])
-                frame = b"".join(self._parts)
-                self._parts = []
-                self._size = 0
-                self.offset += len(frame)
-                frames.append((frame, None))
-                return pos
-        self._parts.append(view[start:pos])
-        self._size += pos - start
-        return pos
-
-    def _advance(self):
-        """
-        Act on a completed field and set up the next one.
-
-        @return: C{True} if the frame is complete.
-        """
-        state = self._state
-        field = self._field
-        if state == _S_HEADER:
-            flag, version, entries, ftype = _HEADER.unpack(field)
-            self._check_header(flag, version, entries, ftype)
-            self._entries_left = entries
-            self._next_entry()
-        elif state == _S_KEYLEN:
-            (klen,) = _U64.unpack(field)
-            if klen > self.max_key_length:
-                raise KeyTooLong("key of %d bytes exceeds the limit of %d"
-                                 % (klen, self.max_key_length))
-            self._set(_S_KEY, klen)
-            if klen == 0:
-                self._set(_S_BLOBLEN, 8)
-        elif state == _S_KEY:
-            self._set(_S_BLOBLEN, 8)
-        elif state == _S_BLOBLEN:
-            (blen,) = _U64.unpack(field)
-            if blen > self.max_frame_size:
-                raise FrameTooLarge("blob of %d bytes exceeds the frame limit "
-                                    "of %d" % (blen, self.max_frame_size))
-            self._entries_left -= 1
-            if blen:
-                self._set(_S_BLOB, blen)
+        if view is not None:
+            self._pieces.append(view)
+            self._size += end
+        size = self._size
+        limit = self.max_frame_size
+        while True:
+            field = self._field
+            at = self._at
+            need = _FIELD_SIZE[field]
+            if at + need > size:
+                if size > limit:
+                    raise FrameTooLarge("frame exceeds the limit of %d bytes"
+                                        % (limit,))
+                return end
+            raw = self._bytes_at(at, need)
+            if field == _S_HEADER:
+                flag, version, entries, ftype = _HEADER.unpack(raw)
+                self._check_header(flag, version, entries, ftype)
+                self._entries_left = entries
+                self._at = _HEADER_SIZE
+            elif field == _S_KEYLEN:
+                (klen,) = _U64.unpack(raw)
+                if klen > self.max_key_length:
+                    raise KeyTooLong("key of %d bytes exceeds the limit of %d"
+                                     % (klen, self.max_key_length))
+                self._key = at + 8
+                self._at = self._key + klen
+                self._field = _S_BLOBLEN
+                continue
+            elif field == _S_BLOBLEN:
+                (blen,) = _U64.unpack(raw)
+                if blen > limit - at - 8:
+                    raise FrameTooLarge("frame exceeds the limit of %d bytes"
+                                        % (limit,))
+                self._at = at + 8 + blen
+                self._spans.append((self._key, at, self._at))
+                self._entries_left -= 1
+            else:  # _S_CRC
+                return self._complete(at + _CRC_SIZE, end, frames)
+            if self._entries_left:
+                self._field = _S_KEYLEN
             else:
-                self._next_entry()
-        elif state == _S_BLOB:
-            self._next_entry()
-        else:  # _S_CRC
-            self._set(_S_HEADER, _HEADER_SIZE)
-            return True
-        return False
+                self._field = _S_CRC
+                if self._at + _CRC_SIZE > limit:
+                    raise FrameTooLarge("frame exceeds the limit of %d bytes"
+                                        % (limit,))
 
-    def _next_entry(self):
-        if self._entries_left:
-            self._set(_S_KEYLEN, 8)
-        else:
-            self._set(_S_CRC, _CRC_SIZE)
+    def _bytes_at(self, at, count):
+        """
+        The C{count} bytes at offset C{at} of the frame that spans reads
+        (a length field: a few bytes, perhaps across two pieces).
+        """
+        start = self._size
+        pieces = self._pieces
+        for i in range(len(pieces) - 1, -1, -1):
+            start -= len(pieces[i])
+            if start <= at:
+                break
+        found = pieces[i][at - start:at - start + count]
+        if len(found) == count:
+            return found
+        found = bytes(found)
+        while len(found) < count:
+            i += 1
+            found += pieces[i][:count - len(found)]
+        return found
 
-    def _set(self, state, need):
-        self._state = state
-        self._need = need
-        self._field = bytearray()
+    def _complete(self, frame_end, end, frames):
+        """
+        The frame that spans reads ends at C{frame_end}: cut its last piece
+        there and hand it on.
+
+        @return: The offset in the last read where the next frame begins.
+        """
+        pieces = self._pieces
+        over = self._size - frame_end
+        last = pieces[-1]
+        pieces[-1] = last[:len(last) - over]
+        frames.append((pieces, frame_end, self._spans))
+        self.offset += frame_end
+        self._reset()
+        return end - over
+
+
+def piece_range(pieces, start, end):
+    """
+    The bytes at offsets C{start} to C{end} of a frame given as its pieces,
+    copied out of them.
+    """
+    found = []
+    at = 0
+    for piece in pieces:
+        size = len(piece)
+        if at + size > start and at < end:
+            found.append(piece[max(start - at, 0):end - at])
+        at += size
+        if at >= end:
+            break
+    return b"".join(found)
+
+
+def join(pieces):
+    """
+    The bytes of a frame given as its pieces: a copy, unless it is one
+    piece that is a whole L{bytes} object.
+    """
+    if len(pieces) == 1:
+        piece = pieces[0]
+        obj = getattr(piece, "obj", None)
+        if type(obj) is bytes and len(obj) == len(piece):
+            return obj
+        return bytes(piece)
+    return b"".join(pieces)
+
+
+def frame_spans(raw):
+    """
+    The offsets of the entries of one whole serialized frame, as
+    L{FrameSplitter.split} gives them.
+
+    @param raw: The bytes of exactly one frame.
+    @raise FrameError: C{raw} is not exactly one frame.
+    """
+    view = memoryview(raw)
+    end = len(view)
+    if end < _HEADER_SIZE + _CRC_SIZE:
+        raise FrameError("%d bytes are too few for a frame" % (end,))
+    entries = _HEADER.unpack_from(view, 0)[2]
+    pos = _HEADER_SIZE
+    spans = []
+    for _ in range(entries):
+        if pos + 8 > end:
+            raise FrameError("frame ends inside an entry")
+        (klen,) = _U64.unpack_from(view, pos)
+        key = pos = pos + 8
+        if klen > end - pos:
+            raise FrameError("key runs past the end of the frame")
+        pos += klen
+        if pos + 8 > end:
+            raise FrameError("frame ends inside an entry")
+        (blen,) = _U64.unpack_from(view, pos)
+        blob_len = pos
+        pos += 8
+        if blen > end - pos:
+            raise FrameError("blob runs past the end of the frame")
+        pos += blen
+        spans.append((key, blob_len, pos))
+    if pos + _CRC_SIZE != end:
+        raise FrameError("frame does not end after its CRC")
+    return spans
 
 
 def frame_entries(raw):
@@ -343,29 +421,5 @@ def frame_entries(raw):
     @raise FrameError: C{raw} is not exactly one frame.
     """
     view = memoryview(raw)
-    end = len(view)
-    if end < _HEADER_SIZE + _CRC_SIZE:
-        raise FrameError("%d bytes are too few for a frame" % (end,))
-    entries = _HEADER.unpack_from(view, 0)[2]
-    pos = _HEADER_SIZE
-    found = []
-    for _ in range(entries):
-        if pos + 8 > end:
-            raise FrameError("frame ends inside an entry")
-        (klen,) = _U64.unpack_from(view, pos)
-        pos += 8
-        if klen > end - pos:
-            raise FrameError("key runs past the end of the frame")
-        key = view[pos:pos + klen].tobytes()
-        pos += klen
-        if pos + 8 > end:
-            raise FrameError("frame ends inside an entry")
-        (blen,) = _U64.unpack_from(view, pos)
-        pos += 8
-        if blen > end - pos:
-            raise FrameError("blob runs past the end of the frame")
-        found.append((key, view[pos:pos + blen]))
-        pos += blen
-    if pos + _CRC_SIZE != end:
-        raise FrameError("frame does not end after its CRC")
-    return found
+    return [(view[k:b].tobytes(), view[b + 8:e])
+            for k, b, e in frame_spans(view)]

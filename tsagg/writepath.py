@@ -56,7 +56,7 @@ class WriteQueue:
         @param metadata_written: Called with C{(raw, plan)} when a received
             metadata frame is whole in the file.
         """
-        # [view of what is left, frame (or REPLAYED), raw, plan]
+        # [views of what is left, frame (or REPLAYED), raw, plan, size]
         self._items = deque()
         self._metadata_written = metadata_written
         self.frames_written = 0
@@ -71,8 +71,16 @@ class WriteQueue:
     def push(self, raw, frame, plan=None):
         """
         Queue a frame (or, with C{frame} L{REPLAYED}, replayed metadata).
+
+        @param raw: Its bytes; or L{None} to write the pieces it came in
+            (C{frame} a L{tsagg.frames.LazyFrame}) as they are.
         """
-        self._items.append([memoryview(raw), frame, raw, plan])
+        if raw is None:
+            self._items.append([list(frame.pieces), frame, None, plan,
+                                frame.size])
+        else:
+            self._items.append([[memoryview(raw)], frame, raw, plan,
+                                len(raw)])
 
     def write(self, f, budget=None):
         """
@@ -91,14 +99,16 @@ class WriteQueue:
                 views = []
                 size = 0
                 for item in items:
-                    view = item[0]
-                    if budget is not None and size + len(view) > budget:
-                        views.append(view[:budget - size])
-                        size = budget
-                        break
-                    views.append(view)
-                    size += len(view)
-                    if len(views) == _IOV_MAX:
+                    for view in item[0]:
+                        if budget is not None and size + len(view) > budget:
+                            views.append(view[:budget - size])
+                            size = budget
+                            break
+                        views.append(view)
+                        size += len(view)
+                        if len(views) == _IOV_MAX:
+                            break
+                    if size == budget or len(views) == _IOV_MAX:
                         break
                 written = os.writev(f.fd, views)
                 if budget is not None:
@@ -121,30 +131,31 @@ class WriteQueue:
         items = self._items
         while count:
             item = items[0]
-            view = item[0]
-            if count < len(view):
-                item[0] = view[count:]
-                f.partial += count
+            views = item[0]
+            while views and count >= len(views[0]):
+                count -= len(views.pop(0))
+            if views:
+                if count:
+                    views[0] = views[0][count:]
+                f.partial = item[4] - sum(len(view) for view in views)
                 return
-            count -= len(view)
             items.popleft()
-            frame, raw, plan = item[1], item[2], item[3]
-            f.size += len(raw)
+            frame, raw, plan, size = item[1], item[2], item[3], item[4]
+            f.size += size
             f.partial = 0
             f.frames += 1
-            self.bytes_written += len(raw)
+            self.bytes_written += size
             if frame is REPLAYED:
                 continue
             f.data_frames += 1
             self.frames_written += 1
-            if f.first_raw is None:
-                f.first_raw = raw
-            f.last_raw = raw
+            f.received(frame if raw is None else raw)
             if plan is not None:
                 if plan.code == "S":
                     f.scan_frames += 1
                 elif plan.metadata:
-                    self._metadata_written(raw, plan)
+                    self._metadata_written(
+                        frame.raw if raw is None else raw, plan)
 
     def take_failed(self):
         """
@@ -153,8 +164,8 @@ class WriteQueue:
         @return: The frames received that were not written, in order, as
             C{(frame, raw)}.
         """
-        failed = [(item[1], item[2]) for item in self._items
-                  if item[1] is not REPLAYED]
+        failed = [(item[1], item[1].raw if item[2] is None else item[2])
+                  for item in self._items if item[1] is not REPLAYED]
         self._items.clear()
         return failed
 

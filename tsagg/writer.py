@@ -29,12 +29,13 @@ import os
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tsagg import sostream
+from tsagg import sostream, wire
 from tsagg.acquisitions import Acquisitions
 from tsagg.diskspace import (DEFAULT_MIN_FREE, BelowFloor, DiskGuard,
                              human_bytes)
 from tsagg.filelog import FileLog
 from tsagg.files import Acquisition, ClosedFile, DataDirectory, OutsideDataDir
+from tsagg.frames import LazyFrame
 from tsagg.interfaces import IFrameSink
 from tsagg.outage import Holding
 from tsagg.output import FileOutput
@@ -190,9 +191,14 @@ class RotatingWriter:
             self._acqs.suspend("disconnect")
 
     def framesReceived(self, frames):
+        """
+        The frames of one read.
+
+        @param frames: L{LazyFrame}s, whose pieces are written as they are.
+        """
         self.last_frame_time = self.wall_time()
         for frame in frames:
-            self._accept(frame, frame.raw)
+            self._accept(frame)
         self._write_some()
 
     def frameReceived(self, frame, raw):
@@ -203,19 +209,22 @@ class RotatingWriter:
         @param raw: Its bytes.
         """
         self.last_frame_time = self.wall_time()
-        self._accept(frame, raw)
+        if not isinstance(frame, LazyFrame):
+            frame = LazyFrame([memoryview(raw)], len(raw),
+                              wire.frame_spans(raw), raw, frame)
+        self._accept(frame)
         self._write_some()
 
-    def _accept(self, frame, raw):
+    def _accept(self, frame):
         if self._closed:
             self.frames_lost += 1
             self.log.error("Frame arrived after the writer was closed; lost")
             return
         self.frames_received += 1
         if self._holding:
-            self._hold(frame, raw)
+            self._hold(frame, frame.raw)
             return
-        self._handle(frame, raw)
+        self._handle(frame, None)
 
     def start(self):
         """
@@ -289,23 +298,40 @@ class RotatingWriter:
         Apply the rules to one frame, and queue it for its file; a frame
         that cannot be written now is held.
         """
-        plan = self._acqs.plan(frame, raw)
-        if self._queue and not plan.plain_data:
-            # This frame may close the file or change what a new one starts
-            # with: what is queued goes first.
-            if not self._flush():
-                self._hold(frame, raw)
-                return
+        plan = self._plain(frame)
+        if plan is None:
+            if raw is None:
+                raw = frame.raw
+            plan = self._acqs.plan(frame, raw)
+            if self._queue and not plan.plain_data:
+                # This frame may close the file or change what a new one
+                # starts with: what is queued goes first.
+                if not self._flush():
+                    self._hold(frame, raw)
+                    return
         try:
             self._acqs.carry_out(plan, frame, raw, self._holding.in_outage)
         except OSError as e:
             self._write_failed(e)
-            self._hold(frame, raw, front=True)
+            self._hold(frame, frame.raw if raw is None else raw, front=True)
             return
         if plan.metadata:
             # Metadata is replayed once it is on disk, so that a new file
             # never starts with a frame that is not in the files before it.
             self._flush()
+
+    def _plain(self, frame):
+        """
+        The fast path of the rules (L{StreamRules.plain}): the plan of a
+        data frame of the acquisition in progress that only goes on in the
+        open file, or L{None} when the full rules must decide.  Its pieces
+        are then queued as they came, never joined.
+        """
+        acq = self._acqs.current
+        if acq is None or acq.joining:
+            return None
+        return self.rules.plain(frame.code, sostream.FrameFields.of(frame),
+                                acq.session_id, self._out.file is not None)
 
     # -- the write queue ---------------------------------------------------
 
