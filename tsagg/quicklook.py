@@ -329,14 +329,15 @@ class QuickLook:
                                self._credit + (now - self._refilled_at))
         self._refilled_at = now
         for frame in frames:
-            raw = frame.raw
-            if raw_type_code(raw) != "S":
+            # A frame's bytes are joined only for the frames read.
+            code = getattr(frame, "code", None) or raw_type_code(frame.raw)
+            if code != "S":
                 continue
             if self._credit <= 0 or len(self._pending) >= MAX_PENDING:
                 self.frames_skipped += 1
                 continue
             self._credit -= self._cost
-            self._pending.append(raw)
+            self._pending.append(frame.raw)
         if self._pending and self._call is None:
             self._call = self.clock.callLater(0, self._read_pending)
 
