@@ -153,3 +153,13 @@ class PiecesTests(unittest.TestCase):
         sostream.FrameFields.of(frame)
         self.assertIsNone(frame._raw)
         self.assertEqual(frame.raw, LARGE)
+
+    def test_fields_of_each_layout_are_its_own(self):
+        first = F.handmade([(b"a", b"xyz"), (b"frame_num", b"12345678")])
+        other = F.handmade([(b"a", b"xyz"), (b"xrame_num", b"12345678")])
+        stream = first + first + other
+        found = wire.FrameSplitter().split(stream)
+        blobs = [sostream.FrameFields.of(LazyFrame(*f)).blob("frame_num")
+                 for f in found]
+        self.assertEqual([None if b is None else bytes(b) for b in blobs],
+                         [b"12345678", b"12345678", None])

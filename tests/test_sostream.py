@@ -83,3 +83,29 @@ class FrameNumTrackerTests(unittest.TestCase):
         t.reset()
         t.see(0)
         self.assertEqual(t.dropped, 9)
+
+
+def _blob(value):
+    frame = core.G3Frame()
+    frame["k"] = value
+    return sostream.FrameFields(F.raw(frame), keys={b"k"}).blob("k")
+
+
+class DecodeBlobTests(unittest.TestCase):
+    """
+    L{sostream.decode_blob} reads what spt3g wrote, and nothing else.
+    """
+
+    def test_ints_of_every_size(self):
+        for value in (0, 1, -1, 2 ** 40, -2 ** 63, 2 ** 63 - 1):
+            self.assertEqual(sostream.decode_blob(_blob(value)), value)
+
+    def test_a_g3int_head_of_the_wrong_size_is_refused(self):
+        blob = bytes(_blob(7))
+        for bad in (blob[:-1], blob + b"\0"):
+            self.assertRaises(ValueError, sostream.decode_blob, bad)
+
+    def test_other_types(self):
+        self.assertEqual(sostream.decode_blob(_blob("crate1slot2")),
+                         "crate1slot2")
+        self.assertIs(sostream.decode_blob(_blob(True)), True)

@@ -264,3 +264,40 @@ class LinearityTests(unittest.TestCase):
         for i in range(0, 50000, 1000):
             splitter.feed(frame[i:i + 1000])
         self.assertEqual(len(splitter._pieces), 50)
+
+
+class LayoutTests(unittest.TestCase):
+    """
+    A frame that repeats the layout of the one before it is cut without a
+    walk, to the same result; any other is walked.
+    """
+
+    def test_frames_of_one_layout_share_their_spans(self):
+        frames = [F.raw(F.scan(n, seed=1)) for n in (2, 3, 4)]
+        found = wire.FrameSplitter().split(b"".join(frames))
+        self.assertEqual([wire.join(p) for p, _, _ in found], frames)
+        self.assertIs(found[1][2], found[0][2])
+        self.assertIs(found[2][2], found[0][2])
+
+    def test_same_size_other_entries_are_walked(self):
+        first = F.handmade([(b"a", b"xyz"), (b"frame_num", b"12345678")])
+        for other in (F.handmade([(b"abc", b"x"), (b"frame_num", b"1234567"
+                                                   b"8")]),
+                      F.handmade([(b"a", b"xyz"), (b"xrame_num", b"1234567"
+                                                   b"8")])):
+            self.assertEqual(len(other), len(first))
+            found = wire.FrameSplitter().split(first + other)
+            raw = wire.join(found[1][0])
+            self.assertEqual(raw, other)
+            self.assertEqual(
+                [(raw[k:b], raw[b + 8:e]) for k, b, e in found[1][2]],
+                [(bytes(k), bytes(b)) for k, b in wire.frame_entries(other)])
+
+    def test_a_layout_break_is_still_an_error(self):
+        good = F.handmade([(b"k", b"x" * 10)])
+        bad = bytearray(good)
+        bad[0] = 9
+        splitter = wire.FrameSplitter()
+        self.assertEqual(splitter.feed(good + good + bytes(bad)),
+                         [good, good])
+        self.assertIsInstance(splitter.error, wire.BadEndianness)

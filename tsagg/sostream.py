@@ -57,6 +57,11 @@ _I64 = struct.Struct("<q")
 _U64 = struct.Struct("<Q")
 _NEW_TYPE = 0x80000001
 _MAX_TYPE_NAME = 64
+# A G3Int blob: its head up to the versions (which are not checked), the
+# offset of its value, and its size.
+_G3INT_HEAD = _BLOB_HEAD.pack(1, _NEW_TYPE, 5) + b"G3Int"
+_G3INT_VALUE_AT = len(_G3INT_HEAD) + _BLOB_VERSIONS.size
+_G3INT_SIZE = _G3INT_VALUE_AT + _I64.size
 
 
 #: G3Time ticks in a second (spt3g's G3Units.s).
@@ -81,6 +86,10 @@ def decode_blob(blob):
     @raise ValueError: The blob is not a well-formed G3Int, G3Bool or
         G3String.
     """
+    if len(blob) == _G3INT_SIZE and blob[:_G3INT_VALUE_AT - 12] == _G3INT_HEAD:
+        # A G3Int, as below, read at once: the most common blob, a frame's
+        # number, on every frame.
+        return _I64.unpack_from(blob, _G3INT_VALUE_AT)[0]
     blob = bytes(blob)
     end = len(blob)
     if end < _BLOB_HEAD.size:
@@ -116,6 +125,11 @@ def decode_blob(blob):
     raise ValueError("not a G3Int, G3Bool or G3String")
 
 
+# The spans of the last layout (wire.Layout), the keys taken, and their
+# names and blobs there.
+_taken = [None, None, None]
+
+
 class FrameFields:
     """
     The keys of L{SO_KEYS} of one serialized frame, decoded by
@@ -147,14 +161,24 @@ class FrameFields:
         """
         fields = cls.__new__(cls)
         pieces = frame.pieces
-        blobs = fields._blobs = {}
+        spans = frame.spans
         if len(pieces) == 1:
             piece = pieces[0]
-            for k, b, e in frame.spans:
-                key = piece[k:b].tobytes()
-                if key in keys:
-                    blobs[key.decode("ascii")] = piece[b + 8:e]
+            if spans is not _taken[0] or keys is not _taken[1]:
+                # Not the layout of the last frame (wire.Layout): find the
+                # keys taken.
+                names = [(piece[k:b].tobytes(), slice(b + 8, e))
+                         for k, b, e in spans]
+                names = [(key.decode("ascii"), blob) for key, blob in names
+                         if key in keys]
+                if type(spans) is not tuple:
+                    fields._blobs = {name: piece[blob]
+                                     for name, blob in names}
+                    return fields
+                _taken[:] = [spans, keys, names]
+            fields._blobs = {name: piece[blob] for name, blob in _taken[2]}
             return fields
+        blobs = fields._blobs = {}
         for k, b, e in frame.spans:
             key = wire.piece_range(pieces, k, b)
             if key in keys:

@@ -19,7 +19,8 @@ Layout of one frame, all integers little-endian::
 import struct
 
 __all__ = [
-    "FrameSplitter", "frame_entries", "frame_spans", "join", "piece_range", "FrameError", "BadEndianness", "BadClassVersion",
+    "FrameSplitter", "Layout", "frame_entries", "frame_spans", "join",
+    "piece_range", "FrameError", "BadEndianness", "BadClassVersion",
     "BadFrameType", "TooManyEntries", "KeyTooLong", "FrameTooLarge",
     "FRAME_TYPE_CODES", "DEFAULT_MAX_FRAME_SIZE", "DEFAULT_MAX_ENTRIES",
     "DEFAULT_MAX_KEY_LENGTH",
@@ -113,6 +114,9 @@ class FrameSplitter:
         self.max_key_length = max_key_length
         self.error = None
         self.offset = 0
+        # The layout of the last whole frame, which the next one likely
+        # repeats.
+        self._layout = None
         self._reset()
 
     def _reset(self):
@@ -204,6 +208,10 @@ class FrameSplitter:
         """
         if end - pos < _HEADER_SIZE:
             return None
+        layout = self._layout
+        if (layout is not None and end - pos >= layout.size
+                and layout.matches(view, pos)):
+            return pos + layout.size, layout.spans
         flag, version, entries, ftype = _HEADER.unpack_from(view, pos)
         self._check_header(flag, version, entries, ftype)
         limit = pos + self.max_frame_size
@@ -234,7 +242,10 @@ class FrameSplitter:
             raise FrameTooLarge("frame exceeds the limit of %d bytes"
                                 % (self.max_frame_size,))
         p += _CRC_SIZE
-        return (p, spans) if p <= end else None
+        if p > end:
+            return None
+        self._layout = layout = Layout(view, pos, p - pos, spans)
+        return p, layout.spans
 
     def _check_header(self, flag, version, entries, ftype):
         if flag != _ENDIANNESS_LITTLE:
@@ -372,6 +383,44 @@ def join(pieces):
             return obj
         return bytes(piece)
     return b"".join(pieces)
+
+
+class Layout:
+    """
+    The layout of a frame: the bytes of its header and of each entry's
+    key and lengths, everything but the contents of its blobs and its CRC.
+    A stream's frames mostly repeat one layout (the same keys, blobs of the
+    same lengths); a frame whose layout bytes equal another's has the same
+    entries at the same offsets, so one C{struct} unpack of them stands for
+    the walk over its entries, and reads the same bytes.
+
+    @ivar size: The frame's size.
+    @ivar spans: The offsets of its entries, as from L{FrameSplitter.split}
+        (a L{tuple}, the same object for every frame of the layout).
+    """
+
+    def __init__(self, view, pos, size, spans):
+        # From each entry's key length to its blob's first byte, after the
+        # blob before it (the first from the header on).
+        fields = []
+        at = 0
+        for key, blob_len, _ in spans:
+            start = key - 8 if at else 0
+            fields.append("%dx%ds" % (start - at, blob_len + 8 - start))
+            at = blob_len + 8
+        if not spans:
+            fields.append("%ds" % _HEADER_SIZE)
+        self._struct = struct.Struct("<" + "".join(fields))
+        self._bytes = self._struct.unpack_from(view, pos)
+        self.size = size
+        self.spans = tuple(spans)
+
+    def matches(self, view, pos):
+        """
+        Whether the frame at C{pos} of C{view} (with at least C{size} bytes
+        from there) has this layout.
+        """
+        return self._struct.unpack_from(view, pos) == self._bytes
 
 
 def frame_spans(raw):
