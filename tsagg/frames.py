@@ -25,7 +25,8 @@ from tsagg import wire
 
 __all__ = ["core", "BINDING", "CorruptFrame", "load_frame", "dump_frame",
            "frame_type_code", "raw_type_code", "receive_frame",
-           "receive_pieces", "LazyFrame", "crc_of_pieces"]
+           "receive_pieces", "unchecked_frame", "LazyFrame",
+           "crc_of_pieces"]
 
 
 class CorruptFrame(ValueError):
@@ -290,3 +291,17 @@ def receive_frame(raw, frame=None):
     received._raw = raw
     received._frame = frame
     return received
+
+
+def unchecked_frame(raw, frame=None):
+    """
+    A frame given as its bytes, as a L{LazyFrame}, its CRC not checked
+    (that of a frame that did not come off the wire, or came checked).
+
+    @param frame: Its C{G3Frame}, or a L{LazyFrame} (returned as it is).
+    @raise wire.FrameError: C{raw} is not one frame.
+    """
+    if isinstance(frame, LazyFrame):
+        return frame
+    return LazyFrame([memoryview(raw)], len(raw), wire.frame_spans(raw), raw,
+                     frame)

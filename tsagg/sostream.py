@@ -18,6 +18,7 @@ import re
 import struct
 
 from tsagg import wire
+from tsagg.pieces import piece_range
 
 __all__ = [
     "ALIVE", "START", "END", "CLEANSE", "FLOW_CONTROL_NAMES",
@@ -180,10 +181,9 @@ class FrameFields:
             return fields
         blobs = fields._blobs = {}
         for k, b, e in frame.spans:
-            key = wire.piece_range(pieces, k, b)
+            key = piece_range(pieces, k, b)
             if key in keys:
-                blobs[key.decode("ascii")] = wire.piece_range(pieces, b + 8,
-                                                              e)
+                blobs[key.decode("ascii")] = piece_range(pieces, b + 8, e)
         return fields
 
     def __contains__(self, key):

@@ -18,9 +18,10 @@ Layout of one frame, all integers little-endian::
 
 import struct
 
+from tsagg.pieces import Layout, join
+
 __all__ = [
-    "FrameSplitter", "Layout", "frame_entries", "frame_spans", "join",
-    "piece_range", "FrameError", "BadEndianness", "BadClassVersion",
+    "FrameSplitter", "frame_entries", "frame_spans", "join", "FrameError", "BadEndianness", "BadClassVersion",
     "BadFrameType", "TooManyEntries", "KeyTooLong", "FrameTooLarge",
     "FRAME_TYPE_CODES", "DEFAULT_MAX_FRAME_SIZE", "DEFAULT_MAX_ENTRIES",
     "DEFAULT_MAX_KEY_LENGTH",
@@ -352,75 +353,6 @@ class FrameSplitter:
         self.offset += frame_end
         self._reset()
         return end - over
-
-
-def piece_range(pieces, start, end):
-    """
-    The bytes at offsets C{start} to C{end} of a frame given as its pieces,
-    copied out of them.
-    """
-    found = []
-    at = 0
-    for piece in pieces:
-        size = len(piece)
-        if at + size > start and at < end:
-            found.append(piece[max(start - at, 0):end - at])
-        at += size
-        if at >= end:
-            break
-    return b"".join(found)
-
-
-def join(pieces):
-    """
-    The bytes of a frame given as its pieces: a copy, unless it is one
-    piece that is a whole L{bytes} object.
-    """
-    if len(pieces) == 1:
-        piece = pieces[0]
-        obj = getattr(piece, "obj", None)
-        if type(obj) is bytes and len(obj) == len(piece):
-            return obj
-        return bytes(piece)
-    return b"".join(pieces)
-
-
-class Layout:
-    """
-    The layout of a frame: the bytes of its header and of each entry's
-    key and lengths, everything but the contents of its blobs and its CRC.
-    A stream's frames mostly repeat one layout (the same keys, blobs of the
-    same lengths); a frame whose layout bytes equal another's has the same
-    entries at the same offsets, so one C{struct} unpack of them stands for
-    the walk over its entries, and reads the same bytes.
-
-    @ivar size: The frame's size.
-    @ivar spans: The offsets of its entries, as from L{FrameSplitter.split}
-        (a L{tuple}, the same object for every frame of the layout).
-    """
-
-    def __init__(self, view, pos, size, spans):
-        # From each entry's key length to its blob's first byte, after the
-        # blob before it (the first from the header on).
-        fields = []
-        at = 0
-        for key, blob_len, _ in spans:
-            start = key - 8 if at else 0
-            fields.append("%dx%ds" % (start - at, blob_len + 8 - start))
-            at = blob_len + 8
-        if not spans:
-            fields.append("%ds" % _HEADER_SIZE)
-        self._struct = struct.Struct("<" + "".join(fields))
-        self._bytes = self._struct.unpack_from(view, pos)
-        self.size = size
-        self.spans = tuple(spans)
-
-    def matches(self, view, pos):
-        """
-        Whether the frame at C{pos} of C{view} (with at least C{size} bytes
-        from there) has this layout.
-        """
-        return self._struct.unpack_from(view, pos) == self._bytes
 
 
 def frame_spans(raw):

@@ -29,13 +29,13 @@ import os
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tsagg import sostream, wire
+from tsagg import sostream
 from tsagg.acquisitions import Acquisitions
 from tsagg.diskspace import (DEFAULT_MIN_FREE, BelowFloor, DiskGuard,
                              human_bytes)
 from tsagg.filelog import FileLog
 from tsagg.files import Acquisition, ClosedFile, DataDirectory, OutsideDataDir
-from tsagg.frames import LazyFrame
+from tsagg.frames import unchecked_frame
 from tsagg.interfaces import IFrameSink
 from tsagg.outage import Holding
 from tsagg.output import FileOutput
@@ -78,7 +78,7 @@ class RotatingWriter:
                  default_stream_id="unknown", fsync=True, retry_interval=1.0,
                  max_retry_interval=30.0, max_held_bytes=1 << 31,
                  opener=os.open, slow_write=1.0, run_blocking=None,
-                 write_slice=1 << 20, writeback_every=1 << 30,
+                 write_slice=4 << 20, writeback_every=1 << 30,
                  min_free=DEFAULT_MIN_FREE, statvfs=os.statvfs,
                  free_check_bytes=16 << 20, free_check_interval=1.0,
                  wall_time=None):
@@ -191,11 +191,7 @@ class RotatingWriter:
             self._acqs.suspend("disconnect")
 
     def framesReceived(self, frames):
-        """
-        The frames of one read.
-
-        @param frames: L{LazyFrame}s, whose pieces are written as they are.
-        """
+        # LazyFrames, whose pieces are written as they came.
         self.last_frame_time = self.wall_time()
         for frame in frames:
             self._accept(frame)
@@ -209,10 +205,7 @@ class RotatingWriter:
         @param raw: Its bytes.
         """
         self.last_frame_time = self.wall_time()
-        if not isinstance(frame, LazyFrame):
-            frame = LazyFrame([memoryview(raw)], len(raw),
-                              wire.frame_spans(raw), raw, frame)
-        self._accept(frame)
+        self._accept(unchecked_frame(raw, frame))
         self._write_some()
 
     def _accept(self, frame):
@@ -322,10 +315,8 @@ class RotatingWriter:
 
     def _plain(self, frame):
         """
-        The fast path of the rules (L{StreamRules.plain}): the plan of a
-        data frame of the acquisition in progress that only goes on in the
-        open file, or L{None} when the full rules must decide.  Its pieces
-        are then queued as they came, never joined.
+        The plan of the rules' fast path (L{StreamRules.plain}), or L{None}
+        when the full rules must decide.
         """
         acq = self._acqs.current
         if acq is None or acq.joining:
