@@ -59,6 +59,8 @@ class WriteQueue:
         # [views of what is left, frame (or REPLAYED), raw, plan, size]
         self._items = deque()
         self._metadata_written = metadata_written
+        # Bytes queued and not written yet.
+        self._queued = 0
         self.frames_written = 0
         self.bytes_written = 0
 
@@ -76,11 +78,12 @@ class WriteQueue:
             (C{frame} a L{tsagg.frames.LazyFrame}) as they are.
         """
         if raw is None:
-            self._items.append([list(frame.pieces), frame, None, plan,
-                                frame.size])
+            size = frame.size
+            self._items.append([list(frame.pieces), frame, None, plan, size])
         else:
-            self._items.append([[memoryview(raw)], frame, raw, plan,
-                                len(raw)])
+            size = len(raw)
+            self._items.append([[memoryview(raw)], frame, raw, plan, size])
+        self._queued += size
 
     def write(self, f, budget=None):
         """
@@ -96,6 +99,17 @@ class WriteQueue:
         items = self._items
         try:
             while items and (budget is None or budget > 0):
+                if len(items) < _IOV_MAX and (
+                        budget is None or self._queued <= budget):
+                    # All of it fits: no view is cut (a frame has a few
+                    # pieces; a read's worth of small frames, one each).
+                    views = [view for item in items for view in item[0]]
+                    if len(views) <= _IOV_MAX:
+                        written = os.writev(f.fd, views)
+                        if budget is not None:
+                            budget -= written
+                        self._wrote(f, written)
+                        continue
                 views = []
                 size = 0
                 for item in items:
@@ -129,16 +143,20 @@ class WriteQueue:
         Account for C{count} bytes written from the head of the queue.
         """
         items = self._items
+        self._queued -= count
         while count:
             item = items[0]
-            views = item[0]
-            while views and count >= len(views[0]):
-                count -= len(views.pop(0))
-            if views:
+            left = item[4] - f.partial
+            if count < left:
+                # Part of the frame at the head: its views are cut there.
+                f.partial += count
+                views = item[0]
+                while count >= len(views[0]):
+                    count -= len(views.pop(0))
                 if count:
                     views[0] = views[0][count:]
-                f.partial = item[4] - sum(len(view) for view in views)
                 return
+            count -= left
             items.popleft()
             frame, raw, plan, size = item[1], item[2], item[3], item[4]
             f.size += size
@@ -167,6 +185,7 @@ class WriteQueue:
         failed = [(item[1], item[1].raw if item[2] is None else item[2])
                   for item in self._items if item[1] is not REPLAYED]
         self._items.clear()
+        self._queued = 0
         return failed
 
 
