@@ -174,8 +174,8 @@ def stage_timers(service):
         return wrapper
     tsagg.wire.FrameSplitter.split = timed("split a read into frames",
                                            tsagg.wire.FrameSplitter.split)
-    tsagg.protocol.receive_frame = timed("receive_frame (CRC check)",
-                                         tsagg.protocol.receive_frame)
+    tsagg.protocol.receive_pieces = timed("receive_pieces (CRC check)",
+                                          tsagg.protocol.receive_pieces)
     # LazyFrame.load: spt3g deserializing a frame, if anything asks for it.
     tsagg.frames.load_frame = timed("load_frame (spt3g, lazily)",
                                     tsagg.frames.load_frame)
@@ -183,8 +183,8 @@ def stage_timers(service):
     writer.framesReceived = timed("framesReceived (rules, queue, write)",
                                   writer.framesReceived)
     writer._flush = timed("write (writev) of a batch", writer._flush)
-    writer._close_file = timed("close file (the sync runs in a thread)",
-                               writer._close_file)
+    writer._out.close = timed("close file (the sync runs in a thread)",
+                              writer._out.close)
     base = service.factory.protocol
 
     class Timed(base):
