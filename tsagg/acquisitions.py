@@ -83,6 +83,18 @@ class Acquisitions:
             "joined_midway": self.joined_midway,
         }
 
+    def plain(self, frame):
+        """
+        The plan of the rules' fast path (L{tsagg.rules.StreamRules.plain})
+        for a frame of the acquisition in progress, or L{None} when the full
+        rules must decide (L{plan}).
+        """
+        acq = self.current
+        if acq is None or acq.joining:
+            return None
+        return self.rules.plain(frame.code, sostream.FrameFields.of(frame),
+                                acq.session_id, self._out.file is not None)
+
     def plan(self, frame, raw):
         """
         What the rules make of one frame now (nothing changes yet).  The

@@ -205,6 +205,26 @@ class Holding:
                        duration=duration_text(self._clock.seconds()
                                               - outage.since), path=where)
 
+    def finish(self, write, where):
+        """
+        The writer closes: a last try to write the frames held (L{drain}),
+        and then no more retries (L{stop}).
+
+        @param write: As for L{drain}.
+        @param where: Returns the file the held frames went to.
+        @return: How many frames could not be written, and are given up.
+        """
+        if self.frames:
+            self.drain(write)
+        self.stop()
+        if not self.frames:
+            self.ended(where())
+            return 0
+        lost = self.drop_all()
+        self._log().error("Closing with {count} frames that could not be "
+                          "written; they are lost", count=lost)
+        return lost
+
     def drop_all(self):
         """
         Give up the frames held and the outage (at a stop).

@@ -2,9 +2,9 @@
 Write the frames of an SO stream to rotating ``.g3`` files.
 
 L{RotatingWriter} is the L{IFrameSink}: it takes the frames of each read of
-the socket, has the rules' plans carried out, writes the queue in slices
-across reactor turns, reacts when writing fails and when it works again,
-and keeps the counters and the status.  Each room it joins says the rest:
+the socket, has the rules' plans carried out, reacts when writing fails
+and when it works again, and keeps the counters and the status.  Each room
+it joins says the rest:
 
     - L{tsagg.rules}: what each frame means, and the metadata a new file
       begins with;
@@ -13,6 +13,8 @@ and keeps the counters and the status.  Each room it joins says the rest:
       (L{tsagg.rotation});
     - L{tsagg.output}: the open file fed through the write queue
       (L{tsagg.writepath}), and files closed, synced and handed on;
+    - L{tsagg.pacing}: the queue written a slice a reactor turn, and the
+      producer paused while bytes or closes wait;
     - L{tsagg.files}: the names of the files, and their safe opening;
     - L{tsagg.diskspace}: whether the data file system can take more;
     - L{tsagg.outage}: the frames held while writing fails, the producer
@@ -39,8 +41,9 @@ from tsagg.frames import unchecked_frame
 from tsagg.interfaces import IFrameSink
 from tsagg.outage import Holding
 from tsagg.output import FileOutput
+from tsagg.pacing import WritePacer
 from tsagg.recovery import DataDirError, Recovery
-from tsagg.rotation import GAP, HELD, ROTATE, WRITING, FilePolicy
+from tsagg.rotation import GAP, ROTATE, FilePolicy
 from tsagg.rules import StreamRules
 from tsagg.writepath import duration_text
 
@@ -52,16 +55,13 @@ __all__ = ["RotatingWriter", "FilePolicy", "Acquisition", "OutsideDataDir",
 @implementer(IFrameSink)
 class RotatingWriter:
     """
-    Record one SO stream into rotating files under a data directory.
-
-    Writes run in the reactor thread: one C{writev} per batch, at most
-    C{write_slice} bytes per reactor turn, the producer paused while more
-    wait, so that a stalled file system stalls the reactor and nothing piles
-    up in memory.  Anything that closes or changes the file first writes
-    what is queued.  When writing fails, the frames are held through the
-    outage (L{tsagg.outage}) and go first, in order, into a new file once
-    writing works again.  Each file closed for good goes to the listeners
-    of L{add_closed_file_listener}.
+    Record one SO stream into rotating files under a data directory: the
+    L{IFrameSink} that joins the rooms of this module's docstring.  The
+    frames of each read go through the rules' plans into the write queue,
+    written at the pacer's pace; what cannot be written is held through the
+    outage and goes first, in order, into a new file once writing works
+    again.  Each file closed for good goes to the listeners of
+    L{add_closed_file_listener}.
 
     @ivar data_dir: The absolute, real path of the data directory.
     @ivar policy: The L{FilePolicy}.
@@ -86,8 +86,6 @@ class RotatingWriter:
         if safe != default_stream_id:
             raise ValueError("stream id %r is not a safe directory name"
                              % (default_stream_id,))
-        if write_slice is not None and write_slice <= 0:
-            raise ValueError("write_slice must be positive")
         self.dir = DataDirectory(data_dir, opener)
         self.data_dir = self.dir.path
         self.clock = clock
@@ -95,7 +93,6 @@ class RotatingWriter:
         self.policy = FilePolicy(time_per_file, gap_timeout)
         self.rules = StreamRules()
         self.fsync = fsync
-        self.write_slice = write_slice
         self.disk = DiskGuard(self.data_dir, min_free, statvfs,
                               free_check_bytes, free_check_interval)
 
@@ -107,15 +104,16 @@ class RotatingWriter:
             self.rules.written, fsync, slow_write, run_blocking,
             writeback_every)
         self._queue = out.queue
-        out.syncer.on_drained = self._syncs_drained
         self._holding = Holding(clock, lambda: self.log, self._retry_held,
                                 retry_interval, max_retry_interval,
                                 max_held_bytes)
+        self._pacer = WritePacer(clock, out.queue, out.syncer, self._holding,
+                                 self._flush, write_slice)
         self.recovery = out.recovery = Recovery(
             self.data_dir, out.hand_on, lambda: bool(out.listeners),
             self._note_error, run_blocking)
         self._acqs = Acquisitions(self.rules, out, self.disk, clock,
-                                  self.policy, self._waiting,
+                                  self.policy, self._pacer.waiting,
                                   default_stream_id, self.wall_time,
                                   lambda: self.log, self.file_log,
                                   self.recovery,
@@ -124,7 +122,6 @@ class RotatingWriter:
         #: after a break of the connection (the connection log's), or
         #: L{None}.
         self.on_session_resumed = None
-        self._write_call = None
         self._closed = False
 
         self.frames_received = 0
@@ -195,7 +192,7 @@ class RotatingWriter:
         self.last_frame_time = self.wall_time()
         for frame in frames:
             self._accept(frame)
-        self._write_some()
+        self._pacer.write_some()
 
     def frameReceived(self, frame, raw):
         """
@@ -204,9 +201,7 @@ class RotatingWriter:
         @param frame: The frame (a C{G3Frame} or a L{LazyFrame}).
         @param raw: Its bytes.
         """
-        self.last_frame_time = self.wall_time()
-        self._accept(unchecked_frame(raw, frame))
-        self._write_some()
+        self.framesReceived([unchecked_frame(raw, frame)])
 
     def _accept(self, frame):
         if self._closed:
@@ -240,20 +235,10 @@ class RotatingWriter:
         if self._closed:
             return None
         self._flush()
-        if self._holding:
-            self._holding.drain(self._write_held)
+        self.frames_lost += self._holding.finish(self._write_held,
+                                                 lambda: self.last_file)
         self._closed = True
-        self._holding.stop()
-        if self._write_call is not None and self._write_call.active():
-            self._write_call.cancel()
-        self._write_call = None
-        if self._holding:
-            lost = self._holding.drop_all()
-            self.frames_lost += lost
-            self.log.error("Closing with {count} frames that could not be "
-                           "written; they are lost", count=lost)
-        else:
-            self._holding.ended(self.last_file)
+        self._pacer.stop()
         self._end_acquisition("stop")
         self.file_log.stop()
         d = self._out.syncer.synced()
@@ -291,7 +276,7 @@ class RotatingWriter:
         Apply the rules to one frame, and queue it for its file; a frame
         that cannot be written now is held.
         """
-        plan = self._plain(frame)
+        plan = self._acqs.plain(frame)
         if plan is None:
             if raw is None:
                 raw = frame.raw
@@ -313,46 +298,7 @@ class RotatingWriter:
             # never starts with a frame that is not in the files before it.
             self._flush()
 
-    def _plain(self, frame):
-        """
-        The plan of the rules' fast path (L{StreamRules.plain}), or L{None}
-        when the full rules must decide.
-        """
-        acq = self._acqs.current
-        if acq is None or acq.joining:
-            return None
-        return self.rules.plain(frame.code, sostream.FrameFields.of(frame),
-                                acq.session_id, self._out.file is not None)
-
     # -- the write queue ---------------------------------------------------
-
-    def _write_some(self):
-        """
-        Write up to C{write_slice} bytes of the queue now, and the rest in
-        later reactor turns, with the producer paused meanwhile.
-        """
-        if self._write_call is None and self._queue:
-            # Else written already, or a later turn is due to go on.
-            self._flush(self.write_slice)
-        if self._queue and self._write_call is None:
-            self._holding.pause()
-            self._write_call = self.clock.callLater(0, self._write_more)
-        if self._out.syncer.full:
-            # Files close faster than they sync: read no more until the
-            # closes catch up (L{_syncs_drained}).
-            self._holding.pause()
-
-    def _write_more(self):
-        self._write_call = None
-        self._write_some()
-        self._holding.resume(busy=self._busy())
-
-    def _syncs_drained(self):
-        if self._write_call is None:
-            self._holding.resume(busy=self._busy())
-
-    def _busy(self):
-        return bool(self._queue) or self._out.syncer.full
 
     def _flush(self, budget=None):
         """
@@ -375,13 +321,6 @@ class RotatingWriter:
         # A failed flush gives the file up: then there is none to close.
         self._flush()
         self._acqs.end(why)
-
-    def _waiting(self):
-        if self._holding:
-            return HELD
-        if self._queue:
-            return WRITING
-        return None
 
     # -- write errors and backpressure ------------------------------------
 
@@ -421,7 +360,7 @@ class RotatingWriter:
             # The stream went away while frames were held.
             self._acqs.suspend("disconnect")
         else:
-            self._holding.resume(busy=self._busy())
+            self._holding.resume(busy=self._pacer.busy())
 
     def _write_held(self, frame, raw):
         before = self.write_errors
