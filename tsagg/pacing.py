@@ -25,7 +25,7 @@ class WritePacer:
     """
 
     def __init__(self, clock, queue, syncer, holding, flush,
-                 write_slice=4 << 20):
+                 write_slice=2 << 20):
         """
         @param queue: The L{tsagg.writepath.WriteQueue}.
         @param syncer: The L{tsagg.writepath.Syncer} of the closed files.

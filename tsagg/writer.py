@@ -78,7 +78,7 @@ class RotatingWriter:
                  default_stream_id="unknown", fsync=True, retry_interval=1.0,
                  max_retry_interval=30.0, max_held_bytes=1 << 31,
                  opener=os.open, slow_write=1.0, run_blocking=None,
-                 write_slice=4 << 20, writeback_every=1 << 30,
+                 write_slice=2 << 20, writeback_every=1 << 30,
                  min_free=DEFAULT_MIN_FREE, statvfs=os.statvfs,
                  free_check_bytes=16 << 20, free_check_interval=1.0,
                  wall_time=None):
