@@ -182,7 +182,8 @@ class KillTests(ProcessFaultTestCase):
         spawn_sim(self, port, os.path.abspath(self.mktemp()), channels=1000,
                   sample_rate=2500, frame_rate=5, duration=60, lead_in=2)
         # A disk of 8 MB/s: a frame takes a quarter of a second to write,
-        # in slices of 1 MiB, so the file is mid-frame most of the time.
+        # its bytes reaching the file a piece at a time, so the file is
+        # mid-frame most of the time.
         first = self.spawn_tsagg(port, box.data,
                                  TSAGG_TEST_WRITE_RATE=8 * 2 ** 20)
         self.wait_for(lambda: len(recorded_files(box.data)) == 1
