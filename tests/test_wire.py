@@ -301,3 +301,60 @@ class LayoutTests(unittest.TestCase):
         self.assertEqual(splitter.feed(good + good + bytes(bad)),
                          [good, good])
         self.assertIsInstance(splitter.error, wire.BadEndianness)
+
+
+class OwedTests(unittest.TestCase):
+    """
+    L{wire.FrameSplitter.owed}: the bytes the frame in progress is sure to
+    need before its next step; never more than are left of it.
+    """
+
+    def test_nothing_at_a_frame_boundary(self):
+        splitter = wire.FrameSplitter()
+        self.assertEqual(splitter.owed, 0)
+        splitter.feed(F.raw(F.scan(1)))
+        self.assertEqual(splitter.owed, 0)
+
+    def test_the_rest_of_the_header(self):
+        splitter = wire.FrameSplitter()
+        splitter.feed(F.handmade([(b"k", b"v")])[:5])
+        self.assertEqual(splitter.owed, 13 - 5)
+
+    def test_the_rest_of_a_blob_and_the_next_length(self):
+        frame = F.handmade([(b"data", b"\0" * 100000), (b"k", b"v")])
+        splitter = wire.FrameSplitter()
+        splitter.feed(frame[:1000])
+        # The header, a key length and key, a blob length, the blob; then
+        # the next key's length.
+        blob_end = 13 + 8 + 4 + 8 + 100000
+        self.assertEqual(splitter.owed, blob_end + 8 - 1000)
+
+    def test_the_crc(self):
+        frame = F.handmade([(b"data", b"\0" * 1000)])
+        splitter = wire.FrameSplitter()
+        splitter.feed(frame[:-3])
+        self.assertEqual(splitter.owed, 3)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(_frame, min_size=1, max_size=6),
+           st.lists(st.integers(min_value=1, max_value=700), min_size=1,
+                    max_size=20))
+    def test_never_more_than_the_frame_has_left(self, frames, sizes):
+        ends = []
+        total = 0
+        for frame in frames:
+            total += len(frame)
+            ends.append(total)
+        stream = b"".join(frames)
+        splitter = wire.FrameSplitter()
+        pos = 0
+        i = 0
+        while pos < len(stream):
+            n = sizes[i % len(sizes)]
+            splitter.feed(stream[pos:pos + n])
+            pos = min(pos + n, len(stream))
+            i += 1
+            frame_end = next(e for e in ends + [len(stream)] if e >= pos)
+            owed = splitter.owed
+            self.assertLessEqual(owed, frame_end - pos)
+            self.assertEqual(owed > 0, splitter.buffered > 0)

@@ -13,6 +13,7 @@ from tsagg import wire
 from tsagg.connlog import ConnectionLog, loss_text
 from tsagg.frames import CorruptFrame, receive_pieces
 from tsagg.interfaces import IFrameSink
+from tsagg.lowwater import LowWater
 
 __all__ = ["G3StreamProtocol", "G3StreamFactory", "StreamStats"]
 
@@ -71,6 +72,10 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
     paused (the sink cannot write) the idle clock stands still, and the time
     the sink spends in its own work on a read does not count either.  The
     timeout finds a silent peer; it never punishes tsagg's own pause.
+
+    The socket is read once the bytes the frame in progress owes have come,
+    a read's worth at most (L{LowWater}); bytes waiting below that mark are
+    no silence, and the timeout reads them instead of dropping the peer.
     """
 
     def connectionMade(self):
@@ -94,6 +99,7 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
         self._receiving = False
         factory.connection_log.connected(self._stats.peer)
         self._paused = False
+        self._low_water = LowWater(self.transport, factory.read_size)
         self.setTimeout(factory.idle_timeout)
         self._sink.streamStarted(self)
 
@@ -121,6 +127,7 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
             self.factory.connection_log.frames_taken()
             # A write that took long was tsagg's time, not the peer's.
             self.resetTimeout()
+        self._low_water.expect(splitter.owed)
         if error is not None:
             self._fail(error)
         elif splitter.error is not None:
@@ -162,6 +169,12 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
         self.transport.abortConnection()
 
     def timeoutConnection(self):
+        if self._low_water.unread():
+            # Bytes came, fewer than the frame owes: the peer is slow, not
+            # silent.  Read them now, and give it the timeout anew.
+            self._low_water.expect(1)
+            self.setTimeout(self.factory.idle_timeout)
+            return
         self._stats.idle_timeouts += 1
         self._stats.last_error = ("no data for %s s" % (self.timeOut,))
         self._why = (self._stats.last_error, "warn")

@@ -139,6 +139,18 @@ class FrameSplitter:
         """
         return self._size
 
+    @property
+    def owed(self):
+        """
+        Bytes the stream must bring before the frame now being received can
+        take its next step (the rest of the length field or blob awaited):
+        bytes the peer owes.  0 at a frame boundary, where the size of the
+        next frame is not known.
+        """
+        if not self._size:
+            return 0
+        return max(0, self._at + _FIELD_SIZE[self._field] - self._size)
+
     def feed(self, data):
         """
         Take the next bytes of the stream.
