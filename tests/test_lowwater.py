@@ -5,7 +5,7 @@ once per read's worth of a big frame, and never holds bytes it was sent.
 
 import sys
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
@@ -15,6 +15,7 @@ from tsagg.protocol import G3StreamFactory, G3StreamProtocol
 
 from tests import frames as F
 from tests.test_protocol import RecordingSink
+from tests.test_service import PeerFactory, wait_until
 
 LINUX = sys.platform.startswith("linux")
 
@@ -27,15 +28,6 @@ class CountingProtocol(G3StreamProtocol):
     def dataReceived(self, data):
         self.factory.reads += 1
         G3StreamProtocol.dataReceived(self, data)
-
-
-class Peer(protocol.Protocol):
-    """
-    The sending side: writes what the test tells it to, when it tells it.
-    """
-
-    def connectionMade(self):
-        self.factory.connected.callback(self)
 
 
 class Loopback:
@@ -52,11 +44,9 @@ class Loopback:
                                        idle_timeout=idle_timeout)
         self.factory.protocol = CountingProtocol
         self.factory.reads = 0
-        server = protocol.ServerFactory()
-        server.protocol = Peer
-        server.connected = defer.Deferred()
-        self.connected = server.connected
-        port = reactor.listenTCP(0, server, interface="127.0.0.1")
+        self.server = PeerFactory()
+        self.connected = self.server.next_connection()
+        port = reactor.listenTCP(0, self.server, interface="127.0.0.1")
         test.addCleanup(port.stopListening)
         self.port = port.getHost().port
         self.test = test
@@ -74,41 +64,15 @@ class Loopback:
         if not self.stopped.called:
             return self.stopped
 
+    @defer.inlineCallbacks
     def send_slowly(self, data, piece, every):
         """
         Write C{data} C{piece} bytes at a time, one piece every C{every}
         seconds.
         """
-        def pieces():
-            for i in range(0, len(data), piece):
-                self.peer.transport.write(data[i:i + piece])
-                yield
-        return task.cooperate(_paced(pieces(), every)).whenDone()
-
-
-def _paced(iterator, every):
-    for _ in iterator:
-        yield task.deferLater(reactor, every, lambda: None)
-
-
-def wait_until(predicate, timeout=5.0, what="the condition"):
-    """
-    A L{Deferred} that fires once C{predicate()} holds, polled in the
-    reactor; it fails after C{timeout} seconds.
-    """
-    d = defer.Deferred()
-    start = reactor.seconds()
-
-    def poll():
-        if predicate():
-            loop.stop()
-            d.callback(None)
-        elif reactor.seconds() - start > timeout:
-            loop.stop()
-            d.errback(AssertionError("timed out waiting for " + what))
-    loop = task.LoopingCall(poll)
-    loop.start(0.005)
-    return d
+        for i in range(0, len(data), piece):
+            self.peer.transport.write(data[i:i + piece])
+            yield task.deferLater(reactor, every, lambda: None)
 
 
 class ReadsTests(unittest.TestCase):
@@ -127,7 +91,7 @@ class ReadsTests(unittest.TestCase):
         raw = F.raw(F.scan(1, channels=64, samples=16000))
         self.assertGreater(len(raw), 4000000)
         yield link.send_slowly(raw, 32 << 10, 0.001)
-        yield wait_until(lambda: link.sink.raws, what="the frame")
+        yield wait_until(lambda: link.sink.raws)
         self.assertEqual(link.sink.raws, [raw])
         self.assertLessEqual(link.factory.reads, 10)
 
@@ -145,8 +109,7 @@ class ReadsTests(unittest.TestCase):
         yield task.deferLater(reactor, 0.05, lambda: None)
         self.assertEqual(link.sink.raws, [])
         peer.transport.write(raw[len(raw) - 1000:])
-        yield wait_until(lambda: link.sink.raws, timeout=1.0,
-                         what="the frame")
+        yield wait_until(lambda: link.sink.raws, timeout=1.0)
         self.assertEqual(link.sink.raws, [raw])
 
     @defer.inlineCallbacks
@@ -157,7 +120,7 @@ class ReadsTests(unittest.TestCase):
         for raw in raws:
             peer.transport.write(raw)
             yield wait_until(lambda: link.sink.raws[-1:] == [raw],
-                             timeout=1.0, what="frame %d" % (len(raws),))
+                             timeout=1.0)
         self.assertEqual(link.sink.raws, raws)
 
     @defer.inlineCallbacks
@@ -171,7 +134,7 @@ class ReadsTests(unittest.TestCase):
         whole = F.raw(F.scan(0))
         raw = F.raw(F.scan(1, channels=64, samples=16000))
         peer.transport.write(whole + raw[:100000])
-        yield wait_until(lambda: link.factory.reads, what="a read")
+        yield wait_until(lambda: link.factory.reads)
         started = reactor.seconds()
         peer.transport.loseConnection()
         yield link.stopped
@@ -201,7 +164,7 @@ class IdleTimeoutTests(unittest.TestCase):
         self.assertEqual(link.factory.stats.idle_timeouts, 0)
         self.assertFalse(link.stopped.called)
         peer.transport.write(tail[20000:])
-        yield wait_until(lambda: link.sink.raws, what="the frame")
+        yield wait_until(lambda: link.sink.raws)
         self.assertEqual(link.sink.raws, [raw])
 
     @defer.inlineCallbacks
