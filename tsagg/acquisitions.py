@@ -16,9 +16,20 @@ files the data directory holds take it back from its last file
 from tsagg import sostream
 from tsagg.files import Acquisition
 from tsagg.frames import raw_type_code
+from tsagg.plan import Plan
 from tsagg.rotation import AcquisitionTimer
 
 __all__ = ["Acquisitions"]
+
+
+def _plain_plan(code):
+    plan = Plan(code)
+    plan.plain_data = True
+    return plan
+
+
+# What the write queue keeps of a plain data frame's plan: its type.
+_PLAIN_PLANS = {code: _plain_plan(code) for code in sostream.DATA_TYPES}
 
 
 class Acquisitions:
@@ -94,6 +105,32 @@ class Acquisitions:
             return None
         return self.rules.plain(frame.code, sostream.FrameFields.of(frame),
                                 acq.session_id, self._out.file is not None)
+
+    def take_plain(self, frames, start):
+        """
+        Queue the run of plain data frames that begins at C{frames[start]}
+        (L{tsagg.rules.StreamRules.plain_run}) behind what is queued for the
+        open file: what L{plain} and L{carry_out} do for each, done once for
+        the run.
+
+        @return: The index of the first frame not taken.
+        """
+        acq = self.current
+        out = self._out
+        queue = out.queue
+        if acq is None or acq.joining or not queue:
+            # (What is queued was checked against the disk: so is the run.)
+            return start
+        end = self.rules.plain_run(frames, start, acq.session_id,
+                                   out.file is not None)
+        if end > start:
+            push = queue.push
+            plans = _PLAIN_PLANS
+            for i in range(start, end):
+                frame = frames[i]
+                push(None, frame, plans[frame.code])
+            self.timer.wrote(self._clock.seconds())
+        return end
 
     def plan(self, frame, raw):
         """

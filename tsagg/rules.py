@@ -191,6 +191,46 @@ class StreamRules:
         plan._num = sostream.frame_num(fields)
         return plan
 
+    def plain_run(self, frames, start, acquisition_session, file_open):
+        """
+        L{plain} and L{apply} over a run of frames at once: from
+        C{frames[start]} on, each frame that L{plain} finds plain data
+        is taken (its number noted, as L{apply} does), up to the first that
+        is not, or the end.  The state that L{plain} looks at is looked at
+        once: a plain data frame changes none of it.
+
+        @param frames: L{tsagg.frames.LazyFrame}s.
+        @return: The index of the first frame not taken: C{start} if none
+            is.
+        """
+        if (not file_open or self.rotation_due or self._start_pending
+                or self.stream_id is None
+                or (self._continuing and self._replaying)):
+            return start
+        see = self.frame_nums.see
+        of = sostream.FrameFields.of
+        data_types = sostream.DATA_TYPES
+        session_id = self._session_id
+        frame_num = sostream.frame_num
+        end = len(frames)
+        i = start
+        while i < end:
+            frame = frames[i]
+            if frame.code not in data_types:
+                break
+            fields = of(frame)
+            if "sostream_flowcontrol" in fields:
+                break
+            session = session_id(fields)
+            if (acquisition_session is not None and session is not None
+                    and session != acquisition_session):
+                break
+            see(frame_num(fields))
+            i += 1
+        if i > start:
+            self._replaying = self._first_frame = False
+        return i
+
     def _plan_start(self, plan, session, acquisition_session):
         if not (self._first_frame and acquisition_session is not None):
             plan.end = "start"

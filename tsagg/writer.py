@@ -190,8 +190,15 @@ class RotatingWriter:
     def framesReceived(self, frames):
         # LazyFrames, whose pieces are written as they came.
         self.last_frame_time = self.wall_time()
-        for frame in frames:
-            self._accept(frame)
+        i, end = 0, len(frames)
+        while i < end:
+            self._accept(frames[i])
+            i += 1
+            if i < end and not (self._closed or self._holding):
+                # The plain data frames that follow, decided together.
+                taken = self._acqs.take_plain(frames, i)
+                self.frames_received += taken - i
+                i = taken
         self._pacer.write_some()
 
     def frameReceived(self, frame, raw):
