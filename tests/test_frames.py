@@ -163,3 +163,54 @@ class PiecesTests(unittest.TestCase):
                  for f in found]
         self.assertEqual([None if b is None else bytes(b) for b in blobs],
                          [b"12345678", b"12345678", None])
+
+
+def _outcome(call):
+    try:
+        return ("value", call())
+    except Exception as e:
+        return ("raises", type(e))
+
+
+class RepeatedLayoutTests(unittest.TestCase):
+    """
+    A frame whose layout repeats the frame before it (the common case, read
+    through the layout's cached groups and slices) is checked and read as
+    a frame seen for the first time is.
+    """
+
+    def check(self, raw):
+        first, again = wire.FrameSplitter().split(raw + raw)
+        self.assertIs(again[2], first[2])
+        recorded = int.from_bytes(raw[-4:], "little")
+        whole = sostream.FrameFields(raw)
+        for _ in range(2):
+            # The first time fills the caches; the second reads from them.
+            for found in (first, again):
+                pieces, size, spans = found
+                self.assertEqual(frames.crc_of_pieces(pieces, spans),
+                                 recorded)
+                fields = sostream.FrameFields.of(LazyFrame(*found))
+                for key in sostream.SO_KEYS:
+                    key = key.decode("ascii")
+                    self.assertEqual(key in fields, key in whole)
+                    blob = fields.blob(key)
+                    self.assertEqual(None if blob is None else bytes(blob),
+                                     whole.blob(key))
+                    self.assertEqual(_outcome(lambda: fields[key]),
+                                     _outcome(lambda: whole[key]))
+                self.assertEqual(sostream.frame_num(fields),
+                                 sostream.frame_num(load_frame(raw)))
+
+    def test_every_kind_of_frame(self):
+        from tests.test_rules import _POOL
+        for raw in _POOL + [SMALL, LARGE]:
+            self.check(raw)
+
+    def test_frame_numbers_of_every_kind(self):
+        for value in (0, 7, -1, 1 << 40, True, "12", 2.5, None):
+            scan = F.scan(1)
+            del scan["frame_num"]
+            if value is not None:
+                scan["frame_num"] = value
+            self.check(F.raw(scan))

@@ -75,6 +75,17 @@ class G3TimeTicks(int):
     """
 
 
+def _g3int(blob):
+    """
+    The value of a G3Int blob, read at once (as L{decode_blob} would read
+    it): the most common blob, a frame's number, on every frame.  L{None}
+    if the blob is anything else, which L{decode_blob} reads.
+    """
+    if len(blob) == _G3INT_SIZE and blob[:_G3INT_VALUE_AT - 12] == _G3INT_HEAD:
+        return _I64.unpack_from(blob, _G3INT_VALUE_AT)[0]
+    return None
+
+
 def decode_blob(blob):
     """
     The value of a G3Int, G3Bool or G3String blob, decoded without spt3g.
@@ -87,10 +98,9 @@ def decode_blob(blob):
     @raise ValueError: The blob is not a well-formed G3Int, G3Bool or
         G3String.
     """
-    if len(blob) == _G3INT_SIZE and blob[:_G3INT_VALUE_AT - 12] == _G3INT_HEAD:
-        # A G3Int, as below, read at once: the most common blob, a frame's
-        # number, on every frame.
-        return _I64.unpack_from(blob, _G3INT_VALUE_AT)[0]
+    value = _g3int(blob)
+    if value is not None:
+        return value
     blob = bytes(blob)
     end = len(blob)
     if end < _BLOB_HEAD.size:
@@ -176,8 +186,10 @@ class FrameFields:
                     fields._blobs = {name: piece[blob]
                                      for name, blob in names}
                     return fields
-                _taken[:] = [spans, keys, names]
-            fields._blobs = {name: piece[blob] for name, blob in _taken[2]}
+                _taken[:] = [spans, keys, dict(names)]
+            # The layout's blobs, each cut from the piece when asked for.
+            fields._blobs = _taken[2]
+            fields._piece = piece
             return fields
         blobs = fields._blobs = {}
         for k, b, e in frame.spans:
@@ -186,6 +198,10 @@ class FrameFields:
                 blobs[key.decode("ascii")] = piece_range(pieces, b + 8, e)
         return fields
 
+    # When set (by L{of}), the one piece of the frame, and C{_blobs} holds
+    # the slice of each blob in it.
+    _piece = None
+
     def __contains__(self, key):
         return key in self._blobs
 
@@ -193,10 +209,15 @@ class FrameFields:
         """
         The undecoded blob of C{key}, or L{None}.
         """
-        return self._blobs.get(key)
+        blob = self._blobs.get(key)
+        if blob is None or self._piece is None:
+            return blob
+        return self._piece[blob]
 
     def __getitem__(self, key):
-        return decode_blob(self._blobs[key])
+        if key not in self._blobs:
+            raise KeyError(key)
+        return decode_blob(self.blob(key))
 
 
 def _get(frame, key):
@@ -282,6 +303,14 @@ def frame_num(frame):
     """
     The frame's C{frame_num}, or L{None}.
     """
+    if type(frame) is FrameFields:
+        blob = frame.blob("frame_num")
+        if blob is None:
+            return None
+        # A G3Int, read at once; anything else as below.
+        value = _g3int(blob)
+        if value is not None:
+            return value if value >= 0 else None
     value = _as_int(_get(frame, "frame_num"))
     if value is None or value < 0:
         return None
