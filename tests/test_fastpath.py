@@ -11,9 +11,9 @@ import os
 from hypothesis import given, settings, strategies as st
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.internet.error import ConnectionDone
 from twisted.trial import unittest
 
 from tsagg import sostream

@@ -199,18 +199,46 @@ class RepeatedLayoutTests(unittest.TestCase):
                                      whole.blob(key))
                     self.assertEqual(_outcome(lambda: fields[key]),
                                      _outcome(lambda: whole[key]))
-                self.assertEqual(sostream.frame_num(fields),
-                                 sostream.frame_num(load_frame(raw)))
+                spt3g_frame = load_frame(raw)
+                for read in (sostream.frame_num, sostream.session_id):
+                    self.assertEqual(read(fields), read(spt3g_frame))
 
     def test_every_kind_of_frame(self):
         from tests.test_rules import _POOL
         for raw in _POOL + [SMALL, LARGE]:
             self.check(raw)
 
-    def test_frame_numbers_of_every_kind(self):
-        for value in (0, 7, -1, 1 << 40, True, "12", 2.5, None):
-            scan = F.scan(1)
-            del scan["frame_num"]
-            if value is not None:
-                scan["frame_num"] = value
-            self.check(F.raw(scan))
+    def test_numbers_of_every_kind(self):
+        for key in ("frame_num", "session_id"):
+            for value in (0, 7, -1, 1 << 40, 10 ** 10, 1700000000, True,
+                          "12", 2.5, None):
+                scan = F.scan(1)
+                if key in scan:
+                    del scan[key]
+                if value is not None:
+                    scan[key] = value
+                self.check(F.raw(scan))
+
+    def test_a_blob_the_size_of_a_g3int_is_not_always_one(self):
+        scan = F.raw(F.scan(1))
+        entries = [(key, bytes(blob))
+                   for key, blob in wire.frame_entries(scan)]
+        for name in (b"G3Inx", b"G4Int"):
+            forged = [(key, blob.replace(b"G3Int", name))
+                      for key, blob in entries]
+            raw = F.handmade(forged)
+            pieces, size, spans = wire.FrameSplitter().split(raw)[0]
+            raw = F.handmade(forged, crc=frames.crc_of_pieces(pieces, spans))
+            self.assertIsNone(sostream.frame_num(sostream.FrameFields(raw)))
+            self.check(raw)
+
+    def test_a_bad_crc_in_a_repeated_layout(self):
+        bad = flipped(SMALL, len(SMALL) - 10, 2)
+        found = wire.FrameSplitter().split(SMALL + SMALL + bad + SMALL)
+        self.assertEqual(len({id(spans) for _, _, spans in found}), 1)
+        received, error = frames.receive_all(found)
+        self.assertEqual([f.raw for f in received], [SMALL, SMALL])
+        self.assertEqual([f.code for f in received], ["S", "S"])
+        self.assertIsInstance(error, CorruptFrame)
+        self.assertIn("does not match", str(error))
+        self.assertEqual(frames.receive_all(found[:2])[1], None)

@@ -124,11 +124,7 @@ class Acquisitions:
         end = self.rules.plain_run(frames, start, acq.session_id,
                                    out.file is not None)
         if end > start:
-            push = queue.push
-            plans = _PLAIN_PLANS
-            for i in range(start, end):
-                frame = frames[i]
-                push(None, frame, plans[frame.code])
+            queue.push_frames(frames[start:end], _PLAIN_PLANS)
             self.timer.wrote(self._clock.seconds())
         return end
 

@@ -25,7 +25,7 @@ from tsagg import wire
 
 __all__ = ["core", "BINDING", "CorruptFrame", "load_frame", "dump_frame",
            "frame_type_code", "raw_type_code", "receive_frame",
-           "receive_pieces", "unchecked_frame", "LazyFrame",
+           "receive_pieces", "receive_all", "unchecked_frame", "LazyFrame",
            "crc_of_pieces"]
 
 
@@ -117,7 +117,8 @@ def crc_of_pieces(pieces, spans):
                                else b"".join(group(piece, 0)), value)
             return value ^ _MASK
         if type(spans) is tuple:
-            _groups_of[:] = [spans, _crc_groups(spans)]
+            # (The layout holds the header, and so the type.)
+            _groups_of[:] = [spans, _crc_groups(spans), chr(piece[9])]
         for key, blob_len, end in spans:
             value = crc32c(piece[key:blob_len], value)
             value = crc32c(piece[blob_len + 8:end], value)
@@ -143,8 +144,9 @@ def crc_of_pieces(pieces, spans):
 # Ranges of a frame under this size are taken together for the CRC: one
 # unpack, one join and one call cost less than a call for each.
 _ALONE = 1 << 10
-# The spans of the last layout (wire.Layout) and the groups of its ranges.
-_groups_of = [None, None]
+# The spans of the last layout (wire.Layout), the groups of its ranges, and
+# the type code of its frames.
+_groups_of = [None, None, None]
 
 
 def _crc_groups(spans):
@@ -198,14 +200,17 @@ class LazyFrame:
 
     __slots__ = ("pieces", "size", "spans", "code", "_raw", "_frame")
 
-    def __init__(self, pieces, size, spans, raw=None, frame=None):
+    def __init__(self, pieces, size, spans, raw=None, frame=None,
+                 code=None):
         self.pieces = pieces
         self.size = size
         self.spans = spans
         self._raw = raw
         self._frame = frame
-        head = pieces[0]
-        self.code = chr(head[9] if len(head) > 9 else self.raw[9])
+        if code is None:
+            head = pieces[0]
+            code = chr(head[9] if len(head) > 9 else self.raw[9])
+        self.code = code
 
     @property
     def raw(self):
@@ -274,9 +279,49 @@ def receive_pieces(pieces, size, spans):
     (recorded,) = _U32.unpack_from(tail, len(tail) - 4)
     calculated = crc_of_pieces(pieces, spans)
     if recorded != calculated:
-        raise CorruptFrame("Recorded CRC (0x%08x) does not match calculated "
-                           "(0x%08x)" % (recorded, calculated))
+        raise _mismatch(recorded, calculated)
     return LazyFrame(pieces, size, spans)
+
+
+def receive_all(found):
+    """
+    Check the frames the splitter cut from one read, as L{receive_pieces}
+    does each: a frame in one piece with the layout of the frame before (the
+    common case) is checked here at once.
+
+    @param found: C{(pieces, size, spans)} of each frame, as from
+        L{wire.FrameSplitter.split}.
+    @return: C{(frames, error)}: the L{LazyFrame}s, in order, up to the
+        first whose CRC does not match, and that one's L{CorruptFrame}, or
+        L{None} if every frame is good.
+    """
+    frames = []
+    append = frames.append
+    crc32c = _crc32c.crc32c
+    unpack_crc = _U32.unpack_from
+    for pieces, size, spans in found:
+        if len(pieces) != 1 or spans is not _groups_of[0]:
+            try:
+                append(receive_pieces(pieces, size, spans))
+            except CorruptFrame as e:
+                return frames, e
+            continue
+        piece = pieces[0]
+        value = _MASK
+        for group in _groups_of[1]:
+            value = crc32c(piece[group] if type(group) is slice
+                           else b"".join(group(piece, 0)), value)
+        value ^= _MASK
+        (recorded,) = unpack_crc(piece, size - 4)
+        if recorded != value:
+            return frames, _mismatch(recorded, value)
+        append(LazyFrame(pieces, size, spans, code=_groups_of[2]))
+    return frames, None
+
+
+def _mismatch(recorded, calculated):
+    return CorruptFrame("Recorded CRC (0x%08x) does not match calculated "
+                        "(0x%08x)" % (recorded, calculated))
 
 
 def receive_frame(raw, frame=None):

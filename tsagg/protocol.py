@@ -11,7 +11,7 @@ from zope.interface import implementer
 
 from tsagg import wire
 from tsagg.connlog import ConnectionLog, loss_text
-from tsagg.frames import CorruptFrame, receive_pieces
+from tsagg.frames import receive_all
 from tsagg.interfaces import IFrameSink
 from tsagg.lowwater import LowWater
 
@@ -110,14 +110,9 @@ class G3StreamProtocol(Protocol, TimeoutMixin):
         stats = self._stats
         stats.bytes_received += len(data)
         splitter = self._splitter
-        frames = []
-        error = None
-        for pieces, size, spans in splitter.split(data):
-            try:
-                frames.append(receive_pieces(pieces, size, spans))
-            except CorruptFrame as e:
-                error = "frame rejected by spt3g: %s" % (e,)
-                break
+        frames, error = receive_all(splitter.split(data))
+        if error is not None:
+            error = "frame rejected by spt3g: %s" % (error,)
         if frames:
             if not self._receiving:
                 self._receiving = True

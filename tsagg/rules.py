@@ -89,9 +89,6 @@ class StreamRules:
         self._live_start = False
         self._continuing = False
         self._replayed_nums = []
-        # The last session_id blob seen, and its value.
-        self._session_blob = None
-        self._session_value = None
 
     # -- frames ----------------------------------------------------------
 
@@ -116,7 +113,7 @@ class StreamRules:
             # whose frame numbers are old: only live data sets the baseline.
             plan._replayed_num, num = num, None
         plan._num = num
-        session = self._session_id(fields)
+        session = sostream.session_id(fields)
         fc = sostream.flow_control(fields)
         if fc is not None:
             name = sostream.FLOW_CONTROL_NAMES.get(fc, "unknown")
@@ -181,7 +178,7 @@ class StreamRules:
                 or (self._continuing and self._replaying)
                 or "sostream_flowcontrol" in fields):
             return None
-        session = self._session_id(fields)
+        session = sostream.session_id(fields)
         if (acquisition_session is not None and session is not None
                 and session != acquisition_session):
             return None
@@ -210,7 +207,7 @@ class StreamRules:
         see = self.frame_nums.see
         of = sostream.FrameFields.of
         data_types = sostream.DATA_TYPES
-        session_id = self._session_id
+        session_id = sostream.session_id
         frame_num = sostream.frame_num
         end = len(frames)
         i = start
@@ -406,13 +403,6 @@ class StreamRules:
         """
         return self.frame_nums.dropped
 
-    def _session_id(self, fields):
-        # Every frame of a session carries the same blob: decode it once.
-        blob = fields.blob("session_id")
-        if blob is None or blob != self._session_blob:
-            self._session_blob = None if blob is None else bytes(blob)
-            self._session_value = sostream.session_id(fields)
-        return self._session_value
 
 
 def _wiring_kind(fields):

@@ -63,6 +63,9 @@ _MAX_TYPE_NAME = 64
 _G3INT_HEAD = _BLOB_HEAD.pack(1, _NEW_TYPE, 5) + b"G3Int"
 _G3INT_VALUE_AT = len(_G3INT_HEAD) + _BLOB_VERSIONS.size
 _G3INT_SIZE = _G3INT_VALUE_AT + _I64.size
+# Its head and value, read from a frame at the blob's offset.
+_G3INT_READ = struct.Struct("<%ds%dxq" % (len(_G3INT_HEAD),
+                                          _G3INT_VALUE_AT - len(_G3INT_HEAD)))
 
 
 #: G3Time ticks in a second (spt3g's G3Units.s).
@@ -214,6 +217,23 @@ class FrameFields:
             return blob
         return self._piece[blob]
 
+    def g3int(self, key):
+        """
+        The value of C{key} if its blob is a G3Int, read at once (as
+        L{decode_blob} reads it); L{None} if the key is absent or its blob
+        anything else.
+        """
+        blob = self._blobs.get(key)
+        if blob is None:
+            return None
+        piece = self._piece
+        if piece is None:
+            return _g3int(blob)
+        if blob.stop - blob.start != _G3INT_SIZE:
+            return None
+        head, value = _G3INT_READ.unpack_from(piece, blob.start)
+        return value if head == _G3INT_HEAD else None
+
     def __getitem__(self, key):
         if key not in self._blobs:
             raise KeyError(key)
@@ -293,6 +313,11 @@ def session_id(frame):
     The frame's C{session_id} when it is a plausible nonzero ctime, else
     L{None}.
     """
+    if type(frame) is FrameFields:
+        # A G3Int, read at once; anything else as below.
+        value = frame.g3int("session_id")
+        if value is not None:
+            return value if 0 < value < _MAX_SESSION_ID else None
     value = _as_int(_get(frame, "session_id"))
     if value is None or not 0 < value < _MAX_SESSION_ID:
         return None
@@ -304,11 +329,8 @@ def frame_num(frame):
     The frame's C{frame_num}, or L{None}.
     """
     if type(frame) is FrameFields:
-        blob = frame.blob("frame_num")
-        if blob is None:
-            return None
         # A G3Int, read at once; anything else as below.
-        value = _g3int(blob)
+        value = frame.g3int("frame_num")
         if value is not None:
             return value if value >= 0 else None
     value = _as_int(_get(frame, "frame_num"))

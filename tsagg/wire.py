@@ -189,8 +189,18 @@ class FrameSplitter:
             if self._size:
                 pos = self._go_on(view, end, frames)
             while pos < end:
+                layout = self._layout
+                if (layout is not None and end - pos >= layout.size
+                        and layout.matches(view, pos)):
+                    # The layout of the frame before: the common case.
+                    size = layout.size
+                    frames.append(([view[pos:pos + size]], size,
+                                   layout.spans))
+                    self.offset += size
+                    pos += size
+                    continue
                 # At a frame boundary: a frame wholly inside this read is
-                # walked with direct offsets, the common case.
+                # walked with direct offsets.
                 whole = self._whole_frame(view, pos, end)
                 if whole is None:
                     self._pieces = [view[pos:]]
@@ -212,7 +222,9 @@ class FrameSplitter:
 
     def _whole_frame(self, view, pos, end):
         """
-        Find a frame that starts at C{pos} and lies wholly in C{view[:end]}.
+        Find a frame that starts at C{pos} and lies wholly in C{view[:end]}
+        (one of another layout than the frame before: L{split} takes those
+        of the same).
 
         @return: The offset one past the frame's CRC and the spans of its
             entries (as in L{split}, from the frame's start).  L{None} if
@@ -221,10 +233,6 @@ class FrameSplitter:
         """
         if end - pos < _HEADER_SIZE:
             return None
-        layout = self._layout
-        if (layout is not None and end - pos >= layout.size
-                and layout.matches(view, pos)):
-            return pos + layout.size, layout.spans
         flag, version, entries, ftype = _HEADER.unpack_from(view, pos)
         self._check_header(flag, version, entries, ftype)
         limit = pos + self.max_frame_size

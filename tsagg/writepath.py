@@ -85,6 +85,20 @@ class WriteQueue:
             self._items.append([[memoryview(raw)], frame, raw, plan, size])
         self._queued += size
 
+    def push_frames(self, frames, plans):
+        """
+        Queue received frames (L{tsagg.frames.LazyFrame}s), each with the
+        plan of its type code in C{plans}: L{push} for each.
+        """
+        append = self._items.append
+        queued = 0
+        for frame in frames:
+            size = frame.size
+            append([list(frame.pieces), frame, None, plans[frame.code],
+                    size])
+            queued += size
+        self._queued += queued
+
     def write(self, f, budget=None):
         """
         Write what is queued into the open file C{f}: all of it, or
