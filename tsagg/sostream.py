@@ -151,6 +151,11 @@ class FrameFields:
     take in place of a C{G3Frame}.
     """
 
+    # One is made for every frame.  C{_piece}, when set (by L{of}), is the
+    # one piece of the frame, and C{_blobs} holds the slice of each blob in
+    # it; else C{_blobs} holds the blobs.
+    __slots__ = ("_blobs", "_piece")
+
     def __init__(self, raw, entries=None, keys=SO_KEYS):
         """
         @param raw: The bytes of one whole frame.
@@ -163,6 +168,7 @@ class FrameFields:
             entries = wire.frame_entries(raw)
         self._blobs = {key.decode("ascii"): blob
                        for key, blob in entries if key in keys}
+        self._piece = None
 
     @classmethod
     def of(cls, frame, keys=SO_KEYS):
@@ -188,6 +194,7 @@ class FrameFields:
                 if type(spans) is not tuple:
                     fields._blobs = {name: piece[blob]
                                      for name, blob in names}
+                    fields._piece = None
                     return fields
                 _taken[:] = [spans, keys, dict(names)]
             # The layout's blobs, each cut from the piece when asked for.
@@ -195,15 +202,12 @@ class FrameFields:
             fields._piece = piece
             return fields
         blobs = fields._blobs = {}
+        fields._piece = None
         for k, b, e in frame.spans:
             key = piece_range(pieces, k, b)
             if key in keys:
                 blobs[key.decode("ascii")] = piece_range(pieces, b + 8, e)
         return fields
-
-    # When set (by L{of}), the one piece of the frame, and C{_blobs} holds
-    # the slice of each blob in it.
-    _piece = None
 
     def __contains__(self, key):
         return key in self._blobs
