@@ -174,8 +174,8 @@ def stage_timers(service):
         return wrapper
     tsagg.wire.FrameSplitter.split = timed("split a read into frames",
                                            tsagg.wire.FrameSplitter.split)
-    tsagg.protocol.receive_pieces = timed("receive_pieces (CRC check)",
-                                          tsagg.protocol.receive_pieces)
+    tsagg.protocol.receive_all = timed("receive_all (CRC check of a read)",
+                                       tsagg.protocol.receive_all)
     # LazyFrame.load: spt3g deserializing a frame, if anything asks for it.
     tsagg.frames.load_frame = timed("load_frame (spt3g, lazily)",
                                     tsagg.frames.load_frame)
