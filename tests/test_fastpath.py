@@ -22,7 +22,7 @@ from tsagg.protocol import G3StreamFactory
 from tsagg.writer import RotatingWriter
 
 from tests.test_outage import FakeDisk
-from tests.test_rules import _POOL, Driver
+from tests.test_rules import _POOL, BETWEEN_FRAMES, Driver
 from tests.util import files_and_frames
 
 T0 = 1700000000.25
@@ -77,17 +77,9 @@ class RulesRunTests(unittest.TestCase):
                         # The run stops only where the frame-by-frame path
                         # would not take the next frame.
                         self.assertIsNone(_plain_by_frame(by_run, raws[i]))
-            elif event[0] == "connect":
-                for d in (by_frame, by_run):
-                    d.rules.stream_started(event[1],
-                                           event[2] and d.acquiring)
-            elif event[0] == "rotation":
-                for d in (by_frame, by_run):
-                    d.rules.rotation_due = d.open
             else:
                 for d in (by_frame, by_run):
-                    d.open = False
-                    d.rules.file_closed()
+                    d.between(event)
             self.assertEqual(_state(by_run.rules), _state(by_frame.rules))
             self.assertEqual(by_run.files, by_frame.files)
         return taken
@@ -96,9 +88,7 @@ class RulesRunTests(unittest.TestCase):
     @given(st.lists(st.one_of(
         st.tuples(st.just("batch"),
                   st.lists(st.integers(0, len(_POOL) - 1), max_size=8)),
-        st.tuples(st.just("connect"), st.booleans(), st.booleans()),
-        st.tuples(st.just("rotation")), st.tuples(st.just("close"))),
-        max_size=25))
+        *BETWEEN_FRAMES), max_size=25))
     def test_same_as_frame_by_frame_in_every_state(self, events):
         self.check(events)
 

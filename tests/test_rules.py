@@ -50,6 +50,20 @@ class Driver:
             self.rules.written(raw, plan)
         return plan
 
+    def between(self, event):
+        """
+        What happens to the writer between frames: a C{("connect",
+        keep_metadata, continuing)}, a C{("rotation",)} due, or a
+        C{("close",)} of the file.
+        """
+        if event[0] == "connect":
+            self.rules.stream_started(event[1], event[2] and self.acquiring)
+        elif event[0] == "rotation":
+            self.rules.rotation_due = self.open
+        else:
+            self.open = False
+            self.rules.file_closed()
+
     def plan(self, raw):
         return self.rules.plan(raw, raw_type_code(raw),
                                sostream.FrameFields(raw),
@@ -258,6 +272,12 @@ _POOL = [F.raw(f) for f in (
     _stamped_start(), F.scan(0, session_id=0))]
 
 
+#: Strategies of L{Driver.between}'s events.
+BETWEEN_FRAMES = (
+    st.tuples(st.just("connect"), st.booleans(), st.booleans()),
+    st.tuples(st.just("rotation")), st.tuples(st.just("close")))
+
+
 class FastPathTests(unittest.TestCase):
     """
     L{StreamRules.plain}, the fast path, makes the same decision as
@@ -280,21 +300,14 @@ class FastPathTests(unittest.TestCase):
                     self.assertEqual(_decision(fast),
                                      _decision(d.plan(raw)))
                 d.one(raw)
-            elif event[0] == "connect":
-                d.rules.stream_started(event[1], event[2] and d.acquiring)
-            elif event[0] == "rotation":
-                d.rules.rotation_due = d.open
             else:
-                d.open = False
-                d.rules.file_closed()
+                d.between(event)
         return taken
 
     @settings(max_examples=300, deadline=None)
     @given(st.lists(st.one_of(
         st.tuples(st.just("frame"), st.integers(0, len(_POOL) - 1)),
-        st.tuples(st.just("connect"), st.booleans(), st.booleans()),
-        st.tuples(st.just("rotation")), st.tuples(st.just("close"))),
-        max_size=40))
+        *BETWEEN_FRAMES), max_size=40))
     def test_same_decision_in_every_state(self, events):
         self.check(events)
 
