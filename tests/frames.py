@@ -6,8 +6,8 @@ import struct
 
 import numpy as np
 
-from tsagg import sostream
-from tsagg.frames import core, dump_frame
+from tsagg import sostream, wire
+from tsagg.frames import core, crc_of_pieces, dump_frame
 
 __all__ = ["scan", "observation", "wiring", "flow", "raw", "feed",
            "pipeline_info", "handmade", "acquisition"]
@@ -112,6 +112,20 @@ def handmade(entries, ftype=b"S", flag=1, version=1, count=None, crc=0):
         out.append(struct.pack("<Q", len(blob)) + blob)
     out.append(struct.pack("<I", crc))
     return b"".join(out)
+
+
+def forged(raw, name, keys=None):
+    """
+    The frame C{raw} with the type name in the head of its G3Int blobs
+    (those of C{keys}, or all) made C{name}: blobs of a G3Int's size that
+    are not G3Ints.  Its CRC is right.
+    """
+    entries = [(key, bytes(blob).replace(b"G3Int", name)
+                if keys is None or key in keys else bytes(blob))
+               for key, blob in wire.frame_entries(raw)]
+    unsigned = handmade(entries, ftype=raw[9:10])
+    crc = crc_of_pieces([memoryview(unsigned)], wire.frame_spans(unsigned))
+    return handmade(entries, ftype=raw[9:10], crc=crc)
 
 
 START = sostream.START

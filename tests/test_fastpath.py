@@ -16,8 +16,9 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from tsagg import sostream
-from tsagg.frames import raw_type_code, unchecked_frame
+from tsagg import sostream, wire
+from tsagg.frames import raw_type_code, receive_all, unchecked_frame
+from tsagg.plaindata import layout_numbers
 from tsagg.protocol import G3StreamFactory
 from tsagg.writer import RotatingWriter
 
@@ -33,6 +34,8 @@ def _state(rules):
     Everything the rules hold, as plain values.
     """
     state = dict(vars(rules))
+    # (How the numbers of the last layout are read: not a decision.)
+    state.pop("_layout", None)
     state["frame_nums"] = dict(vars(rules.frame_nums))
     state["metadata"] = dict(vars(rules.metadata))
     return state
@@ -42,6 +45,19 @@ def _plain_by_frame(driver, raw):
     session = driver.session if driver.acquiring else None
     return driver.rules.plain(raw_type_code(raw), sostream.FrameFields(raw),
                               session, driver.open)
+
+
+def _received(raws, split):
+    """
+    The frames as L{tsagg.frames.LazyFrame}s: cut from one read by the
+    splitter, those of one layout sharing its spans, when C{split}; else
+    each made alone.
+    """
+    if not split:
+        return [unchecked_frame(raw) for raw in raws]
+    found, error = receive_all(wire.FrameSplitter().split(b"".join(raws)))
+    assert error is None and len(found) == len(raws)
+    return found
 
 
 class RulesRunTests(unittest.TestCase):
@@ -58,7 +74,7 @@ class RulesRunTests(unittest.TestCase):
                 raws = [_POOL[i] for i in event[1]]
                 for raw in raws:
                     by_frame.one(raw)
-                lazy = [unchecked_frame(raw) for raw in raws]
+                lazy = _received(raws, event[2])
                 i = 0
                 while i < len(raws):
                     by_run.one(raws[i])
@@ -87,7 +103,8 @@ class RulesRunTests(unittest.TestCase):
     @settings(max_examples=300, deadline=None)
     @given(st.lists(st.one_of(
         st.tuples(st.just("batch"),
-                  st.lists(st.integers(0, len(_POOL) - 1), max_size=8)),
+                  st.lists(st.integers(0, len(_POOL) - 1), max_size=8),
+                  st.booleans()),
         *BETWEEN_FRAMES), max_size=25))
     def test_same_as_frame_by_frame_in_every_state(self, events):
         self.check(events)
@@ -95,20 +112,89 @@ class RulesRunTests(unittest.TestCase):
     def test_takes_the_data_that_follows(self):
         # Observation and Wiring, then data frames of the session (two
         # Timepoints): every one is taken, in one run.
-        events = [("batch", [7, 8, 0, 1, 2, 6, 6])]
-        self.assertEqual(self.check(events), 5)
+        for split in (False, True):
+            events = [("batch", [7, 8, 0, 1, 2, 6, 6], split)]
+            self.assertEqual(self.check(events), 5)
+
+    def test_takes_numbers_of_any_kind(self):
+        # Scan frames of one layout whose frame_num is negative, whose
+        # session id is out of range, or whose numbers are not G3Ints: the
+        # frame-by-frame path finds no number there, and takes them.
+        for split in (False, True):
+            events = [("batch", [7, 0, 1, 20, 21, 22, 23, 2], split)]
+            self.assertEqual(self.check(events), 7)
+            # (None yet: a negative number is none.)
+            events = [("batch", [20, 20, 20], split)]
+            self.assertEqual(self.check(events), 2)
 
     def test_stops_where_there_is_something_to_decide(self):
         # Another session's Scan, a flow-control Scan, an END.
         # The run stops there, and the frame after it is not plain either.
-        for other in (3, 16, 14):
+        for split in (False, True):
+            for other in (3, 16, 14):
+                self.assertEqual(
+                    self.check([("batch", [7, 0, 1, other, 2], split)]), 2)
+            # A rotation due: the next Scan frame opens a new file, and the
+            # one after it is taken.
             self.assertEqual(
-                self.check([("batch", [7, 0, 1, other, 2])]), 2)
-        # A rotation due: the next Scan frame opens a new file, and the
-        # one after it is taken.
-        self.assertEqual(
-            self.check([("batch", [7, 0]), ("rotation",), ("batch", [1, 2])]),
-            2)
+                self.check([("batch", [7, 0], split), ("rotation",),
+                            ("batch", [1, 2], split)]),
+                2)
+
+
+class LayoutNumbersTests(unittest.TestCase):
+    """
+    L{layout_numbers} reads a repeated layout's numbers as the frame's
+    fields read them, and L{StreamRules.plain_run} reads its frames so.
+    """
+
+    def test_read_as_the_fields_read_them(self):
+        read_some = 0
+        for raw in _POOL:
+            (frame,) = _received([raw], True)
+            numbers = layout_numbers(frame)
+            fields = sostream.FrameFields.of(frame)
+            if numbers is None:
+                self.assertFalse(
+                    isinstance(fields.g3int("session_id"), int)
+                    and isinstance(fields.g3int("frame_num"), int)
+                    and frame.code == "S", raw)
+                continue
+            read, session_first = numbers
+            values = read(frame.pieces[0], 0)
+            if session_first:
+                session, head, num = values
+            else:
+                head, num, session = values
+            self.assertEqual(head == sostream.G3INT_HEAD,
+                             fields.g3int("frame_num") is not None)
+            if head == sostream.G3INT_HEAD:
+                self.assertEqual(num, fields.g3int("frame_num"))
+            if fields.g3int("session_id") is not None:
+                self.assertEqual(session, fields.g3int("session_id"))
+            read_some += 1
+        self.assertGreaterEqual(read_some, 8)
+
+    def test_not_of_a_layout(self):
+        # Made alone, or in more than one piece: no layout's spans.
+        raw = _POOL[0]
+        self.assertIsNone(layout_numbers(unchecked_frame(raw)))
+        splitter = wire.FrameSplitter()
+        found = splitter.split(raw[:100]) + splitter.split(raw[100:])
+        (frame,), _ = receive_all(found)
+        self.assertIsNone(layout_numbers(frame))
+
+    def test_a_layout_is_looked_at_once(self):
+        d = Driver()
+        d.one(_POOL[7])
+        lazy = _received([_POOL[i] for i in [0, 1, 2] * 10], True)
+        seen = []
+        real = sostream.FrameFields.of
+        self.patch(sostream.FrameFields, "of",
+                   lambda frame: seen.append(frame) or real(frame))
+        self.assertEqual(d.rules.plain_run(lazy, 0, d.session, d.open), 30)
+        self.assertEqual(seen, lazy[:1])
+        self.assertEqual(d.rules.frame_nums.highest, 9)
 
 
 class _Recorder:

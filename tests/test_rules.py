@@ -269,7 +269,16 @@ _POOL = [F.raw(f) for f in (
     F.wiring(), F.pipeline_info(), F.flow(F.ALIVE), F.flow(F.START),
     F.flow(F.END), F.flow(F.CLEANSE, F.core.G3FrameType.Observation),
     F.flow(F.START, F.core.G3FrameType.Scan), F.flow(7),
-    _stamped_start(), F.scan(0, session_id=0))]
+    _stamped_start(), F.scan(0, session_id=0))] + [
+    # Of the layout of a plain Scan frame: a negative frame_num, a session
+    # id out of range, and numbers that are not G3Ints.
+    F.raw(F.scan(-1, seed=1)), F.raw(F.scan(8, session_id=10 ** 10)),
+    F.forged(F.raw(F.scan(10)), b"G3Inx", [b"frame_num"]),
+    F.forged(F.raw(F.scan(11, session_id=1700000050)), b"G3Inx",
+             [b"session_id"]),
+    # Flow control in a Scan frame of the session, numbered.
+    F.raw(F._stamp(F.flow(F.ALIVE, F.core.G3FrameType.Scan), "crate1slot2",
+                   1700000000, 12))]
 
 
 #: Strategies of L{Driver.between}'s events.

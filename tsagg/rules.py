@@ -47,6 +47,7 @@ was sent before anyone listened.
 from tsagg import sostream
 from tsagg.frames import raw_type_code
 from tsagg.metadata import DIFF, DUMP, PLAIN, MetadataCache
+from tsagg.plaindata import PlainData
 from tsagg.plan import Plan
 
 __all__ = ["StreamRules", "Plan"]
@@ -55,7 +56,7 @@ __all__ = ["StreamRules", "Plan"]
 _WIRING = "W"
 
 
-class StreamRules:
+class StreamRules(PlainData):
     """
     The SO stream rules over the frames of one stream, one after the other.
 
@@ -159,74 +160,6 @@ class StreamRules:
             plan.write = False
             plan.metadata = False
         return plan
-
-    def plain(self, code, fields, acquisition_session, file_open):
-        """
-        The fast path of L{plan}: for a data frame of the acquisition in
-        progress that only goes on in the open file, the same L{Plan} as
-        L{plan} makes, from fewer looks at the frame and the state; for any
-        other frame L{None}, and L{plan} decides.
-
-        It is plain data exactly when L{plan} would find: no flow control,
-        a data type, the stream named already, no replayed START waiting
-        for its session, no other session than the acquisition's, no
-        rotation due, and no break of the connection to count.
-        """
-        if (code not in sostream.DATA_TYPES or not file_open
-                or self.rotation_due or self._start_pending
-                or self.stream_id is None
-                or (self._continuing and self._replaying)
-                or "sostream_flowcontrol" in fields):
-            return None
-        session = sostream.session_id(fields)
-        if (acquisition_session is not None and session is not None
-                and session != acquisition_session):
-            return None
-        plan = Plan(code)
-        plan.plain_data = True
-        plan.session = session
-        plan._num = sostream.frame_num(fields)
-        return plan
-
-    def plain_run(self, frames, start, acquisition_session, file_open):
-        """
-        L{plain} and L{apply} over a run of frames at once: from
-        C{frames[start]} on, each frame that L{plain} finds plain data
-        is taken (its number noted, as L{apply} does), up to the first that
-        is not, or the end.  The state that L{plain} looks at is looked at
-        once: a plain data frame changes none of it.
-
-        @param frames: L{tsagg.frames.LazyFrame}s.
-        @return: The index of the first frame not taken: C{start} if none
-            is.
-        """
-        if (not file_open or self.rotation_due or self._start_pending
-                or self.stream_id is None
-                or (self._continuing and self._replaying)):
-            return start
-        see = self.frame_nums.see
-        of = sostream.FrameFields.of
-        data_types = sostream.DATA_TYPES
-        session_id = sostream.session_id
-        frame_num = sostream.frame_num
-        end = len(frames)
-        i = start
-        while i < end:
-            frame = frames[i]
-            if frame.code not in data_types:
-                break
-            fields = of(frame)
-            if "sostream_flowcontrol" in fields:
-                break
-            session = session_id(fields)
-            if (acquisition_session is not None and session is not None
-                    and session != acquisition_session):
-                break
-            see(frame_num(fields))
-            i += 1
-        if i > start:
-            self._replaying = self._first_frame = False
-        return i
 
     def _plan_start(self, plan, session, acquisition_session):
         if not (self._first_frame and acquisition_session is not None):

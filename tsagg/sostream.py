@@ -24,7 +24,8 @@ __all__ = [
     "ALIVE", "START", "END", "CLEANSE", "FLOW_CONTROL_NAMES",
     "DATA_TYPES", "FrameFields", "decode_blob", "flow_control", "stream_id",
     "session_id", "frame_num", "sanitize_stream_id", "FrameNumTracker",
-    "status_dump", "frame_time",
+    "status_dump", "frame_time", "G3INT_HEAD", "G3INT_VALUE_AT",
+    "G3INT_SIZE",
 ]
 
 ALIVE, START, END, CLEANSE = 0, 1, 2, 3
@@ -58,14 +59,14 @@ _I64 = struct.Struct("<q")
 _U64 = struct.Struct("<Q")
 _NEW_TYPE = 0x80000001
 _MAX_TYPE_NAME = 64
-# A G3Int blob: its head up to the versions (which are not checked), the
-# offset of its value, and its size.
-_G3INT_HEAD = _BLOB_HEAD.pack(1, _NEW_TYPE, 5) + b"G3Int"
-_G3INT_VALUE_AT = len(_G3INT_HEAD) + _BLOB_VERSIONS.size
-_G3INT_SIZE = _G3INT_VALUE_AT + _I64.size
+#: A G3Int blob: its head up to the versions (which are not checked), the
+#: offset of its value, and its size.
+G3INT_HEAD = _BLOB_HEAD.pack(1, _NEW_TYPE, 5) + b"G3Int"
+G3INT_VALUE_AT = len(G3INT_HEAD) + _BLOB_VERSIONS.size
+G3INT_SIZE = G3INT_VALUE_AT + _I64.size
 # Its head and value, read from a frame at the blob's offset.
-_G3INT_READ = struct.Struct("<%ds%dxq" % (len(_G3INT_HEAD),
-                                          _G3INT_VALUE_AT - len(_G3INT_HEAD)))
+_G3INT_READ = struct.Struct("<%ds%dxq" % (len(G3INT_HEAD),
+                                          G3INT_VALUE_AT - len(G3INT_HEAD)))
 
 
 #: G3Time ticks in a second (spt3g's G3Units.s).
@@ -84,8 +85,8 @@ def _g3int(blob):
     it): the most common blob, a frame's number, on every frame.  L{None}
     if the blob is anything else, which L{decode_blob} reads.
     """
-    if len(blob) == _G3INT_SIZE and blob[:_G3INT_VALUE_AT - 12] == _G3INT_HEAD:
-        return _I64.unpack_from(blob, _G3INT_VALUE_AT)[0]
+    if len(blob) == G3INT_SIZE and blob[:G3INT_VALUE_AT - 12] == G3INT_HEAD:
+        return _I64.unpack_from(blob, G3INT_VALUE_AT)[0]
     return None
 
 
@@ -233,10 +234,10 @@ class FrameFields:
         piece = self._piece
         if piece is None:
             return _g3int(blob)
-        if blob.stop - blob.start != _G3INT_SIZE:
+        if blob.stop - blob.start != G3INT_SIZE:
             return None
         head, value = _G3INT_READ.unpack_from(piece, blob.start)
-        return value if head == _G3INT_HEAD else None
+        return value if head == G3INT_HEAD else None
 
     def __getitem__(self, key):
         if key not in self._blobs:
