@@ -15,6 +15,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger, LogLevel
 from twisted.trial import unittest
 
+from tsagg.frames import unchecked_frame
 from tsagg.handoff import FileHandoff
 from tsagg.writer import ClosedFile, RotatingWriter
 
@@ -105,17 +106,23 @@ class RecordTests(HandoffTestCase):
         self.assertEqual(read, [])
 
     def test_frame_times_are_those_of_the_frames(self):
-        writer, _ = self.record()
+        times = (1700000001.5, 1700000001.75, 1700000002.25)
         frames = []
-        for n, t in ((2, 1700000001.5), (3, 1700000002.25)):
-            frame = F.scan(n)
+        for n, t in enumerate(times):
+            frame = F.scan(n + 2)
             frame["time"] = F.core.G3Time(int(t * 1e8))
             frames.append(frame)
-        self.send(writer, *frames)
-        writer.close()
-        [r] = self.records
-        self.assertEqual((r["first_frame_time"], r["last_frame_time"]),
-                         (1700000001.5, 1700000002.25))
+        # One at a time, and received together (written in one go).
+        for send in (lambda w: self.send(w, *frames),
+                     lambda w: w.framesReceived(
+                         [unchecked_frame(F.raw(f)) for f in frames])):
+            self.records[:] = []
+            writer, _ = self.record()
+            send(writer)
+            writer.close()
+            [r] = self.records
+            self.assertEqual((r["first_frame_time"], r["last_frame_time"]),
+                             (times[0], times[-1]))
 
     def test_nothing_before_the_file_is_closed_and_synced(self):
         sync = DeferredSync()

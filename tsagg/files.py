@@ -103,7 +103,8 @@ class OpenFile:
 
     def received(self, frame):
         """
-        A frame received is whole in the file.
+        Frames received are whole in the file: called with the first and
+        the last of them (of frames written together, no more is needed).
 
         @param frame: Its bytes, or a L{tsagg.frames.LazyFrame}, whose
             bytes are joined only if L{first_raw} or L{last_raw} asks.

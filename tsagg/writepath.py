@@ -157,37 +157,57 @@ class WriteQueue:
         Account for C{count} bytes written from the head of the queue.
         """
         items = self._items
+        popleft = items.popleft
         self._queued -= count
-        while count:
-            item = items[0]
-            left = item[4] - f.partial
-            if count < left:
-                # Part of the frame at the head: its views are cut there.
-                f.partial += count
-                views = item[0]
-                while count >= len(views[0]):
-                    count -= len(views.pop(0))
-                if count:
-                    views[0] = views[0][count:]
-                return
-            count -= left
-            items.popleft()
-            frame, raw, plan, size = item[1], item[2], item[3], item[4]
-            f.size += size
-            f.partial = 0
-            f.frames += 1
-            self.bytes_written += size
-            if frame is REPLAYED:
-                continue
-            f.data_frames += 1
-            self.frames_written += 1
-            f.received(frame if raw is None else raw)
-            if plan is not None:
-                if plan.code == "S":
-                    f.scan_frames += 1
-                elif plan.metadata:
-                    self._metadata_written(
-                        frame.raw if raw is None else raw, plan)
+        partial = f.partial
+        # The whole frames written, counted here and added up at the end:
+        # their bytes, how many, how many received (not replayed), Scan
+        # frames, and the first and last received.
+        size_sum = frames = received = scans = 0
+        first = last = None
+        try:
+            while count:
+                item = items[0]
+                left = item[4] - partial
+                if count < left:
+                    # Part of the frame at the head: its views are cut there.
+                    partial += count
+                    views = item[0]
+                    while count >= len(views[0]):
+                        count -= len(views.pop(0))
+                    if count:
+                        views[0] = views[0][count:]
+                    break
+                count -= left
+                popleft()
+                partial = 0
+                size_sum += item[4]
+                frames += 1
+                frame = item[1]
+                if frame is REPLAYED:
+                    continue
+                received += 1
+                last = frame if item[2] is None else item[2]
+                if first is None:
+                    first = last
+                plan = item[3]
+                if plan is not None:
+                    if plan.code == "S":
+                        scans += 1
+                    elif plan.metadata:
+                        self._metadata_written(
+                            frame.raw if item[2] is None else item[2], plan)
+        finally:
+            f.partial = partial
+            f.size += size_sum
+            f.frames += frames
+            self.bytes_written += size_sum
+            if received:
+                f.data_frames += received
+                f.scan_frames += scans
+                self.frames_written += received
+                f.received(first)
+                f.received(last)
 
     def take_failed(self):
         """
