@@ -202,6 +202,18 @@ class RepeatedLayoutTests(unittest.TestCase):
                 spt3g_frame = load_frame(raw)
                 for read in (sostream.frame_num, sostream.session_id):
                     self.assertEqual(read(fields), read(spt3g_frame))
+        # A read of it three times over, checked at once; a bad CRC in the
+        # third.
+        found = wire.FrameSplitter().split(raw * 3)
+        received, error = frames.receive_all(found)
+        self.assertIsNone(error)
+        self.assertEqual([(f.raw, f.code) for f in received],
+                         [(raw, chr(raw[9]))] * 3)
+        bad = raw[:-4] + (recorded ^ 1).to_bytes(4, "little")
+        received, error = frames.receive_all(
+            wire.FrameSplitter().split(raw * 2 + bad))
+        self.assertEqual([f.raw for f in received], [raw] * 2)
+        self.assertIsInstance(error, CorruptFrame)
 
     def test_every_kind_of_frame(self):
         from tests.test_rules import _POOL

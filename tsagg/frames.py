@@ -299,23 +299,36 @@ def receive_all(found):
     append = frames.append
     crc32c = _crc32c.crc32c
     unpack_crc = _U32.unpack_from
+    layout = None
     for pieces, size, spans in found:
-        if len(pieces) != 1 or spans is not _groups_of[0]:
-            try:
-                append(receive_pieces(pieces, size, spans))
-            except CorruptFrame as e:
-                return frames, e
-            continue
+        if spans is not layout or len(pieces) != 1:
+            if len(pieces) != 1 or spans is not _groups_of[0]:
+                try:
+                    append(receive_pieces(pieces, size, spans))
+                except CorruptFrame as e:
+                    return frames, e
+                continue
+            layout, groups, code = _groups_of
+            # Most often small ranges, then one large: their shape is
+            # taken without a loop.
+            small = big = None
+            if (len(groups) == 2 and type(groups[0]) is not slice
+                    and type(groups[1]) is slice):
+                small, big = groups
         piece = pieces[0]
-        value = _MASK
-        for group in _groups_of[1]:
-            value = crc32c(piece[group] if type(group) is slice
-                           else b"".join(group(piece, 0)), value)
+        if small is not None:
+            value = crc32c(piece[big],
+                           crc32c(b"".join(small(piece, 0)), _MASK))
+        else:
+            value = _MASK
+            for group in groups:
+                value = crc32c(piece[group] if type(group) is slice
+                               else b"".join(group(piece, 0)), value)
         value ^= _MASK
         (recorded,) = unpack_crc(piece, size - 4)
         if recorded != value:
             return frames, _mismatch(recorded, value)
-        append(LazyFrame(pieces, size, spans, code=_groups_of[2]))
+        append(LazyFrame(pieces, size, spans, None, None, code))
     return frames, None
 
 

@@ -81,3 +81,22 @@ class Layout:
         from there) has this layout.
         """
         return self._struct.unpack_from(view, pos) == self._bytes
+
+    def run(self, view, pos, end, frames):
+        """
+        Cut the frames of this layout that follow each other in C{view}
+        from C{pos} (the first known to match) up to C{end}, appending each
+        to C{frames} as L{tsagg.wire.FrameSplitter.split} gives it.
+
+        @return: The offset just past the last of them.
+        """
+        size = self.size
+        spans = self.spans
+        unpack = self._struct.unpack_from
+        expected = self._bytes
+        append = frames.append
+        while True:
+            append(([view[pos:pos + size]], size, spans))
+            pos += size
+            if end - pos < size or unpack(view, pos) != expected:
+                return pos

@@ -192,12 +192,11 @@ class FrameSplitter:
                 layout = self._layout
                 if (layout is not None and end - pos >= layout.size
                         and layout.matches(view, pos)):
-                    # The layout of the frame before: the common case.
-                    size = layout.size
-                    frames.append(([view[pos:pos + size]], size,
-                                   layout.spans))
-                    self.offset += size
-                    pos += size
+                    # The layout of the frame before: the common case, and
+                    # most often a run of frames of it.
+                    start = pos
+                    pos = layout.run(view, pos, end, frames)
+                    self.offset += pos - start
                     continue
                 # At a frame boundary: a frame wholly inside this read is
                 # walked with direct offsets.
