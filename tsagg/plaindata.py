@@ -11,8 +11,8 @@ A stream's data frames mostly repeat one layout (L{tsagg.pieces.Layout}):
 the same keys at the same offsets, blobs of the same lengths.  A frame's
 type and whether it is flow control are then the layout's, looked at once;
 and when the C{session_id} and C{frame_num} are blobs of a G3Int's size,
-each frame's two values, and the heads that say they are G3Ints, are read
-in one C{struct} unpack (L{layout_numbers}).
+each frame's two values, and the head that says its C{frame_num} is a
+G3Int, are read in one C{struct} unpack (L{layout_numbers}).
 """
 
 import struct
@@ -84,12 +84,12 @@ class PlainData:
 
     def plain(self, code, fields, acquisition_session, file_open):
         """
-        The fast path of L{plan}: for a data frame of the acquisition in
-        progress that only goes on in the open file, the same L{Plan} as
-        L{plan} makes, from fewer looks at the frame and the state; for any
-        other frame L{None}, and L{plan} decides.
+        The fast path of L{tsagg.rules.StreamRules.plan}: for a data frame
+        of the acquisition in progress that only goes on in the open file,
+        the same L{Plan} as C{plan} makes, from fewer looks at the frame and
+        the state; for any other frame L{None}, and C{plan} decides.
 
-        It is plain data exactly when L{plan} would find: no flow control,
+        It is plain data exactly when C{plan} would find: no flow control,
         a data type, the stream named already, no replayed START waiting
         for its session, no other session than the acquisition's, no
         rotation due, and no break of the connection to count.
@@ -112,9 +112,9 @@ class PlainData:
 
     def plain_run(self, frames, start, acquisition_session, file_open):
         """
-        L{plain} and L{apply} over a run of frames at once: from
+        L{plain} and C{apply} over a run of frames at once: from
         C{frames[start]} on, each frame that L{plain} finds plain data
-        is taken (its number noted, as L{apply} does), up to the first that
+        is taken (its number noted, as C{apply} does), up to the first that
         is not, or the end.  The state that L{plain} looks at is looked at
         once: a plain data frame changes none of it.
 
