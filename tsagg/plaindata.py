@@ -55,7 +55,6 @@ def layout_numbers(frame):
     if len(found) != 2 or any(end - start != sostream.G3INT_SIZE
                               for start, end in found.values()):
         return None
-    head = len(sostream.G3INT_HEAD)
     fields = []
     at = 0
     for start, name in sorted((start, name)
@@ -63,8 +62,7 @@ def layout_numbers(frame):
         if name == _SESSION:
             fields.append("%dxq" % (start - at + sostream.G3INT_VALUE_AT))
         else:
-            fields.append("%dx%ds%dxq" % (start - at, head,
-                                          sostream.G3INT_VALUE_AT - head))
+            fields.append("%dx" % (start - at) + sostream.G3INT_FIELDS)
         at = start + sostream.G3INT_SIZE
     read = struct.Struct("<" + "".join(fields)).unpack_from
     return read, found[_SESSION] < found[_FRAME_NUM]

@@ -25,7 +25,7 @@ __all__ = [
     "DATA_TYPES", "FrameFields", "decode_blob", "flow_control", "stream_id",
     "session_id", "frame_num", "sanitize_stream_id", "FrameNumTracker",
     "status_dump", "frame_time", "G3INT_HEAD", "G3INT_VALUE_AT",
-    "G3INT_SIZE",
+    "G3INT_SIZE", "G3INT_FIELDS",
 ]
 
 ALIVE, START, END, CLEANSE = 0, 1, 2, 3
@@ -64,9 +64,11 @@ _MAX_TYPE_NAME = 64
 G3INT_HEAD = _BLOB_HEAD.pack(1, _NEW_TYPE, 5) + b"G3Int"
 G3INT_VALUE_AT = len(G3INT_HEAD) + _BLOB_VERSIONS.size
 G3INT_SIZE = G3INT_VALUE_AT + _I64.size
+#: The C{struct} fields (no byte order) of a G3Int blob's head and value,
+#: read from its first byte.
+G3INT_FIELDS = "%ds%dxq" % (len(G3INT_HEAD), G3INT_VALUE_AT - len(G3INT_HEAD))
 # Its head and value, read from a frame at the blob's offset.
-_G3INT_READ = struct.Struct("<%ds%dxq" % (len(G3INT_HEAD),
-                                          G3INT_VALUE_AT - len(G3INT_HEAD)))
+_G3INT_READ = struct.Struct("<" + G3INT_FIELDS)
 
 
 #: G3Time ticks in a second (spt3g's G3Units.s).
