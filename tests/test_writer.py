@@ -933,30 +933,6 @@ class WritebackTests(WriterTestCase):
         self.assertIn("write-out of", writer.status["last_error"])
         writer.close()
 
-    def test_blocks_reserved_ahead_are_released_at_close(self):
-        sync = DeferredSync()
-        big = F.scan(2, channels=100, samples=3000)
-        size = len(F.raw(big))
-        writer = self.make_writer(run_blocking=sync, fsync=True,
-                                  writeback_every=size, write_slice=None)
-        sent = self.send(big, writer=writer)
-        [(writeback, _)] = sync.jobs
-        sync.run_all()
-        path = writer.status["current_file"]
-        st = os.stat(path)
-        # Writes during the write-out go into blocks reserved for the next
-        # two intervals; the file's size does not show them.
-        self.assertEqual(st.st_size, size)
-        self.assertGreaterEqual(st.st_blocks * 512, 3 * size)
-        d = writer.close()
-        sync.run_all()
-        self.successResultOf(d)
-        st = os.stat(path)
-        self.assertEqual(st.st_size, size)
-        self.assertLess(st.st_blocks * 512, size + 65536)
-        [(_, raws)] = self.files()
-        self.assertEqual(raws, sent)
-
     def test_no_writeback_without_fsync(self):
         sync = DeferredSync()
         writer = self.make_writer(run_blocking=sync, fsync=False,

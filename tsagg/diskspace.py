@@ -77,7 +77,14 @@ class DiskGuard:
     seconds, that it is not read-only and has more free space than the
     floor.  It answers with a verdict; the writer acts on it.
 
+    Disk blocks reserved ahead of the open file (L{tsagg.writeback}) are
+    not free to the file system, but they are to that file: they count as
+    free space here, and no more are reserved than the file system can
+    spare above the floor (L{room_for}).
+
     @ivar min_free: The L{FreeSpaceFloor}.
+    @ivar reserved: Returns the bytes reserved ahead of the open file and
+        not yet used.
     """
 
     def __init__(self, data_dir, min_free=DEFAULT_MIN_FREE,
@@ -93,6 +100,7 @@ class DiskGuard:
         # When, and at which count of bytes written, it last looked.
         self._checked_at = None
         self._checked_bytes = 0
+        self.reserved = lambda: 0
 
     def verdict(self, now, file_open, bytes_written):
         """
@@ -122,6 +130,7 @@ class DiskGuard:
         except OSError:
             # Opening the file will tell what is wrong.
             return None
+        free += self.reserved()
         if read_only:
             return ("the file system is read-only", OSError(
                 errno.EROFS, "Read-only file system (the data directory is "
@@ -134,16 +143,29 @@ class DiskGuard:
             "%s)" % (human_bytes(free), self.data_dir, human_bytes(floor),
                      self.min_free.text)))
 
+    def room_for(self, nbytes):
+        """
+        Whether the data file system can spare C{nbytes} more and keep
+        its floor free (one C{statvfs}).
+        """
+        try:
+            free, total, read_only = free_space(self.data_dir, self._statvfs)
+        except OSError:
+            return False
+        return not read_only and free - nbytes >= max(
+            1, self.min_free.bytes_of(total))
+
     def status(self):
         """
-        The free space of the data file system and the floor kept free on
-        it, in bytes (L{None} when the file system cannot be examined).
+        The free space of the data file system (what is reserved ahead of
+        the open file counted as free) and the floor kept free on it, in
+        bytes (L{None} when the file system cannot be examined).
         """
         try:
             free, total, _ = free_space(self.data_dir, self._statvfs)
         except OSError:
             return {"free_bytes": None, "free_floor_bytes": None}
-        return {"free_bytes": free,
+        return {"free_bytes": free + self.reserved(),
                 "free_floor_bytes": self.min_free.bytes_of(total)}
 
 

@@ -75,8 +75,10 @@ class OpenFile:
     @ivar frames: Frames in it; C{data_frames} of them received (the rest
         replayed metadata), C{scan_frames} of those Scan frames.
     @ivar written_back: Bytes submitted for write-out; C{writeback} the
-        submission running, if any; C{reserved} whether disk blocks were
-        reserved past its end.
+        submission running, if any.
+    @ivar reserved: Whether disk blocks may have been reserved past its
+        end; C{reserved_to} the offset they reach (L{None} once no more are
+        to be reserved; L{tsagg.writeback.BlockReserver}).
     """
 
     def __init__(self, fd, path, relative, index, opened_at):
@@ -95,6 +97,7 @@ class OpenFile:
         self.written_back = 0
         self.writeback = None
         self.reserved = False
+        self.reserved_to = 0
         # Frames dropped upstream before it opened; the first and last frame
         # received that went into it (its bytes, or a frame that has them).
         self.dropped_before = 0

@@ -11,6 +11,7 @@ import os
 from tsagg import sostream
 from tsagg.diskspace import human_bytes
 from tsagg.files import ClosedFile
+from tsagg.writeback import BlockReserver
 from tsagg.writepath import REPLAYED, Syncer, WriteQueue
 
 __all__ = ["FileOutput"]
@@ -37,7 +38,8 @@ class FileOutput:
     def __init__(self, directory, clock, log, file_log, note_error,
                  metadata_written,
                  fsync=True, slow_write=1.0, run_blocking=None,
-                 writeback_every=1 << 30):
+                 writeback_every=1 << 30, room_for=None,
+                 reserve_ahead=128 << 20):
         """
         @param directory: The L{tsagg.files.DataDirectory}.
         @param log: Returns the L{Logger} to log to (the writer's).
@@ -46,6 +48,11 @@ class FileOutput:
         @param note_error: Called with the message of an error to report.
         @param metadata_written: Called with C{(raw, plan)} once a metadata
             frame is on disk (L{tsagg.rules.StreamRules.written}).
+        @param room_for: Called with a number of bytes: whether the file
+            system can spare them for disk blocks reserved ahead of the open
+            file (L{tsagg.diskspace.DiskGuard.room_for}); L{None}, always.
+        @param reserve_ahead: The most bytes reserved ahead of the open
+            file's end (L{BlockReserver}); C{0} for no reservations.
         """
         self.dir = directory
         self.clock = clock
@@ -58,6 +65,8 @@ class FileOutput:
         self.syncer = Syncer(run_blocking,
                              writeback_every if fsync else None,
                              self._write_out_done)
+        self.reserver = BlockReserver(room_for or (lambda nbytes: True),
+                                      reserve_ahead)
         self._log = log
         self._file_log = file_log
         self._note_error = note_error
@@ -66,6 +75,13 @@ class FileOutput:
         self.files_vanished = 0
         self.slow_writes = 0
         self.slowest_write = 0.0
+
+    def reserved_unused(self):
+        """
+        Bytes of disk blocks reserved ahead of the open file and not yet
+        used: free space that only it can use.
+        """
+        return self.reserver.unused(self.file)
 
     def status(self):
         """
@@ -135,6 +151,8 @@ class FileOutput:
         f = self.file
         started = self.clock.seconds()
         error = queue.write(f, budget)
+        if error is None:
+            self.reserver.grow(f)
         self.timed("write to " + f.path, self.clock.seconds() - started)
         if error is None:
             self.syncer.write_back(f)

@@ -272,8 +272,7 @@ class Syncer:
         """
         Submit the open file's new data for write-out once
         C{writeback_every} bytes are new: the fsync at close then waits for
-        little more.  Blocks for the next two such intervals are reserved
-        first, so that appends do not wait for the write-out.
+        little more.
         """
         end = f.size + f.partial
         start = f.written_back
@@ -281,11 +280,8 @@ class Syncer:
                 or f.writeback is not None
                 or end - start < self.writeback_every):
             return
-        ahead = 2 * self.writeback_every
         d = f.writeback = self._run_blocking(
-            lambda: timed_call(start_writeback, f.fd, start, end - start,
-                               ahead))
-        f.reserved = True
+            lambda: timed_call(start_writeback, f.fd, start, end - start))
 
         def done(result):
             error, took = result

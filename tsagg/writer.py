@@ -79,6 +79,7 @@ class RotatingWriter:
                  max_retry_interval=30.0, max_held_bytes=1 << 31,
                  opener=os.open, slow_write=1.0, run_blocking=None,
                  write_slice=2 << 20, writeback_every=1 << 30,
+                 reserve_ahead=128 << 20,
                  min_free=DEFAULT_MIN_FREE, statvfs=os.statvfs,
                  free_check_bytes=16 << 20, free_check_interval=1.0,
                  wall_time=None):
@@ -102,7 +103,8 @@ class RotatingWriter:
             self.dir, clock, lambda: self.log, self.file_log,
             self._note_error,
             self.rules.written, fsync, slow_write, run_blocking,
-            writeback_every)
+            writeback_every, self.disk.room_for, reserve_ahead)
+        self.disk.reserved = out.reserved_unused
         self._queue = out.queue
         self._holding = Holding(clock, lambda: self.log, self._retry_held,
                                 retry_interval, max_retry_interval,
