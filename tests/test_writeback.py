@@ -16,6 +16,7 @@ from tsagg.writer import RotatingWriter
 
 from tests import frames as F
 from tests.test_outage import FakeDisk
+from tests.test_writer import DeferredSync
 from tests.util import FakeProducer, files_and_frames
 
 
@@ -70,10 +71,12 @@ class Growing:
 
     def __init__(self):
         self.fd = -1
+        self.path = "/data/f.g3"
         self.size = 0
         self.partial = 0
         self.reserved = False
         self.reserved_to = 0
+        self.background = None
 
 
 class BlockReserverTests(unittest.TestCase):
@@ -103,7 +106,7 @@ class BlockReserverTests(unittest.TestCase):
 
     def test_keeps_blocks_ahead_in_few_calls(self):
         step = 128 << 20
-        reserver = writeback.BlockReserver(self.room_for, step)
+        reserver = writeback.BlockReserver(self.room_for, step=step)
         f = Growing()
         # Under a megabyte (step / 128), nothing.
         self.grow(f, reserver, range(0, 1 << 20, 65536))
@@ -132,7 +135,7 @@ class BlockReserverTests(unittest.TestCase):
                          f.reserved_to - f.size)
 
     def test_the_partial_frame_counts(self):
-        reserver = writeback.BlockReserver(self.room_for, 8 << 20)
+        reserver = writeback.BlockReserver(self.room_for, step=8 << 20)
         f = Growing()
         f.partial = 1 << 20
         reserver.grow(f)
@@ -152,7 +155,7 @@ class BlockReserverTests(unittest.TestCase):
 
     def test_a_failed_reservation_is_not_tried_again_but_released(self):
         self.answer = False
-        reserver = writeback.BlockReserver(self.room_for, 8 << 20)
+        reserver = writeback.BlockReserver(self.room_for, step=8 << 20)
         f = Growing()
         self.grow(f, reserver, range(1 << 20, 64 << 20, 1 << 20))
         self.assertEqual(self.calls, [(1 << 20, 1 << 20)])
@@ -160,8 +163,46 @@ class BlockReserverTests(unittest.TestCase):
         self.assertTrue(f.reserved)
         self.assertEqual(writeback.BlockReserver.unused(f), 0)
 
+    def test_off_the_reactor_one_call_at_a_time(self):
+        sync = DeferredSync()
+        reports = []
+        reserver = writeback.BlockReserver(
+            self.room_for, sync, lambda *a: reports.append(a), step=8 << 20)
+        f = Growing()
+        self.grow(f, reserver, [1 << 20])
+        [(job, d)] = sync.jobs
+        self.assertIs(f.background, d)
+        self.assertEqual((self.calls, f.reserved_to), ([], 0))
+        # Nothing else starts on the file while it runs, and what it
+        # reserves counts only once it is done.
+        self.grow(f, reserver, [4 << 20, 5 << 20])
+        self.assertEqual(len(sync.jobs), 1)
+        self.assertEqual(writeback.BlockReserver.unused(f), 0)
+        sync.run_all()
+        self.assertEqual(self.calls, [(1 << 20, 1 << 20)])
+        self.assertIsNone(f.background)
+        self.assertEqual(f.reserved_to, 2 << 20)
+        [(what, took)] = reports
+        self.assertEqual(what, "reservation of blocks for /data/f.g3")
+        self.assertGreaterEqual(took, 0)
+        # The next write tops it up.
+        self.grow(f, reserver, [6 << 20])
+        sync.run_all()
+        self.assertEqual(self.calls[-1], (6 << 20, 6 << 20))
+        self.assertEqual(f.reserved_to, 12 << 20)
+
+    def test_an_unexpected_failure_off_the_reactor_ends_reservations(self):
+        reserver = writeback.BlockReserver(
+            self.room_for, lambda job: defer.fail(RuntimeError("gone")),
+            step=8 << 20)
+        f = Growing()
+        self.grow(f, reserver, [1 << 20, 2 << 20])
+        self.assertIsNone(f.background)
+        self.assertIsNone(f.reserved_to)
+        self.assertTrue(f.reserved)
+
     def test_a_step_of_nothing_reserves_nothing(self):
-        reserver = writeback.BlockReserver(self.room_for, 0)
+        reserver = writeback.BlockReserver(self.room_for, step=0)
         f = Growing()
         self.grow(f, reserver, range(0, 64 << 20, 1 << 20))
         self.assertEqual((self.calls, self.room), ([], []))
@@ -218,9 +259,10 @@ class ReservationTests(unittest.TestCase):
         self.size = sum(len(F.raw(frame)) for frame in self.big)
 
     def writer(self, **kw):
+        kw.setdefault("fsync", False)
         writer = RotatingWriter(self.dir, self.clock, time_per_file=3600,
-                                gap_timeout=3600, fsync=False,
-                                reserve_ahead=self.step, **kw)
+                                gap_timeout=3600, reserve_ahead=self.step,
+                                **kw)
         writer.streamStarted(FakeProducer())
         self.addCleanup(writer.close)
         return writer
@@ -283,6 +325,29 @@ class ReservationTests(unittest.TestCase):
         self.assertLess(allocated, size + 65536)
         self.assertEqual(writer.status["free_bytes"], disk.free)
         self.assertEqual(writer.status["frames_held"], 0)
+
+    def test_close_and_write_out_wait_for_a_reservation(self):
+        sync = DeferredSync()
+        writer = self.writer(run_blocking=sync, fsync=True,
+                             writeback_every=1)
+        sent = F.feed(writer, *self.big[:1])
+        path = writer.status["current_file"]
+        [(reservation, _)] = sync.jobs
+        # The write-out waits for a later write.
+        sent += F.feed(writer, *self.big[1:2])
+        self.assertEqual(len(sync.jobs), 1)
+        d = writer.close()
+        # The close is not even started while it runs.
+        self.assertEqual(len(sync.jobs), 1)
+        sync.run_all()
+        self.assertNoResult(d)
+        sync.run_all()
+        self.successResultOf(d)
+        st = os.stat(path)
+        self.assertEqual(st.st_size, len(b"".join(sent)))
+        self.assertLess(st.st_blocks * 512, st.st_size + 65536)
+        [(_, raws)] = files_and_frames(self.dir)
+        self.assertEqual(raws, sent)
 
     def test_a_reservation_the_file_system_refuses(self):
         def no_space(*args):

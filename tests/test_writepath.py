@@ -99,7 +99,7 @@ class SyncerTests(unittest.TestCase):
         class F:
             pass
         f = F()
-        f.fd, f.path, f.size, f.reserved, f.writeback = fd, path, 0, False, None
+        f.fd, f.path, f.size, f.reserved, f.background = fd, path, 0, False, None
         done = []
         Syncer(None, None, lambda *a: reports.append(a)).release(
             f, True, lambda error, took: done.append((error, took)))

@@ -184,7 +184,8 @@ class TimestreamAggregator:
             ``outage_seconds`` is how long writing has failed (``None``
             while it works), with ``frames_held`` and ``bytes_held`` waiting
             for the disk; ``free_bytes`` is the free space of the data file
-            system and ``free_floor_bytes`` the floor kept free on it
+            system (the blocks reserved ahead of the open file counted as
+            free) and ``free_floor_bytes`` the floor kept free on it
             (``--min-free``). ``degraded_reasons`` says why
             ``session.degraded`` is set (empty when it is not), and
             ``quick_look`` what the quick look does (see the

@@ -74,8 +74,10 @@ class OpenFile:
     @ivar partial: Bytes of the frame being written already in it.
     @ivar frames: Frames in it; C{data_frames} of them received (the rest
         replayed metadata), C{scan_frames} of those Scan frames.
-    @ivar written_back: Bytes submitted for write-out; C{writeback} the
-        submission running, if any.
+    @ivar written_back: Bytes submitted for write-out.
+    @ivar background: The L{Deferred} of the call on it running off the
+        reactor (a write-out, or a reservation of blocks), if any: one at
+        a time, and the close waits for it.
     @ivar reserved: Whether disk blocks may have been reserved past its
         end; C{reserved_to} the offset they reach (L{None} once no more are
         to be reserved; L{tsagg.writeback.BlockReserver}).
@@ -95,7 +97,7 @@ class OpenFile:
         self.data_frames = 0
         self.scan_frames = 0
         self.written_back = 0
-        self.writeback = None
+        self.background = None
         self.reserved = False
         self.reserved_to = 0
         # Frames dropped upstream before it opened; the first and last frame

@@ -66,6 +66,7 @@ class FileOutput:
                              writeback_every if fsync else None,
                              self._write_out_done)
         self.reserver = BlockReserver(room_for or (lambda nbytes: True),
+                                      run_blocking, self.timed,
                                       reserve_ahead)
         self._log = log
         self._file_log = file_log

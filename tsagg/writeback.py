@@ -31,6 +31,7 @@ import ctypes
 import os
 
 from tsagg import libc
+from tsagg.files import timed_call
 
 __all__ = ["reserve", "start_writeback", "BlockReserver"]
 
@@ -114,21 +115,36 @@ class BlockReserver:
         reservations.
     """
 
-    def __init__(self, room_for, step=128 << 20):
+    def __init__(self, room_for, run_blocking=None, report=None,
+                 step=128 << 20):
         """
         @param room_for: Called with a number of bytes: whether the data
             file system can spare them and stay above its floor.
+        @param run_blocking: Runs a function off the reactor thread and
+            returns a L{Deferred} of its result; L{None}, the call is made
+            here.
+        @param report: Called with C{(what, took)} once a reservation
+            returned, C{took} its duration; or L{None}.
         """
         self._room_for = room_for
+        self._run_blocking = run_blocking
+        self._report = report or (lambda what, took: None)
         self.step = step
 
     def grow(self, f):
         """
         Top up the reservation of the open file C{f} (a
-        L{tsagg.files.OpenFile}) after a write, if it is due.
+        L{tsagg.files.OpenFile}) after a write, if it is due and no other
+        call on the file runs off the reactor (else at a later write).
+
+        The reservation runs off the reactor: a file system's journal can
+        hold C{fallocate} for as long as it takes to commit (fsyncs of the
+        files closed before it), tens of milliseconds, measured.  Writes
+        made meanwhile go on past the reserved blocks, as without them.
         """
         end = f.size + f.partial
-        if not self.step or f.reserved_to is None or end < self.step >> 7:
+        if (not self.step or f.reserved_to is None or f.background is not None
+                or end < self.step >> 7):
             return
         ahead = min(end, self.step)
         if f.reserved_to - end >= ahead >> 1:
@@ -141,10 +157,19 @@ class BlockReserver:
         # Whatever happens, blocks may now lie past the end: release them
         # when the file closes.
         f.reserved = True
-        if reserve(f.fd, start, stop - start):
-            f.reserved_to = stop
-        else:
-            f.reserved_to = None
+        call = (lambda: timed_call(reserve, f.fd, start, stop - start))
+        if self._run_blocking is None:
+            self._done(call(), f, stop)
+            return
+        d = f.background = self._run_blocking(call)
+        d.addCallback(self._done, f, stop)
+        d.addErrback(lambda failure: self._done((False, 0.0), f, stop))
+
+    def _done(self, result, f, stop):
+        ok, took = result
+        f.background = None
+        f.reserved_to = stop if ok else None
+        self._report("reservation of blocks for " + f.path, took)
 
     @staticmethod
     def unused(f):

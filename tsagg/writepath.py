@@ -277,15 +277,15 @@ class Syncer:
         end = f.size + f.partial
         start = f.written_back
         if (self._run_blocking is None or self.writeback_every is None
-                or f.writeback is not None
+                or f.background is not None
                 or end - start < self.writeback_every):
             return
-        d = f.writeback = self._run_blocking(
+        d = f.background = self._run_blocking(
             lambda: timed_call(start_writeback, f.fd, start, end - start))
 
         def done(result):
             error, took = result
-            f.writeback = None
+            f.background = None
             self._report("write-out of " + f.path, took, error)
             if error is None:
                 f.written_back = end
@@ -306,10 +306,10 @@ class Syncer:
         if self._run_blocking is None:
             done(*sync())
             return
-        if f.writeback is None:
+        if f.background is None:
             d = self._run_blocking(sync)
         else:
-            d = f.writeback.addCallback(lambda _: self._run_blocking(sync))
+            d = f.background.addCallback(lambda _: self._run_blocking(sync))
         self._pending.add(d)
 
         def finished(result):
