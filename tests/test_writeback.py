@@ -191,6 +191,17 @@ class BlockReserverTests(unittest.TestCase):
         self.assertEqual(self.calls[-1], (6 << 20, 6 << 20))
         self.assertEqual(f.reserved_to, 12 << 20)
 
+    def test_none_starts_while_a_file_closed_before_is_synced(self):
+        closing = [True]
+        reserver = writeback.BlockReserver(
+            self.room_for, step=8 << 20, closing=lambda: closing[0])
+        f = Growing()
+        self.grow(f, reserver, [1 << 20, 2 << 20])
+        self.assertEqual((self.calls, self.room), ([], []))
+        closing[0] = False
+        self.grow(f, reserver, [3 << 20])
+        self.assertEqual(self.calls, [(3 << 20, 3 << 20)])
+
     def test_an_unexpected_failure_off_the_reactor_ends_reservations(self):
         reserver = writeback.BlockReserver(
             self.room_for, lambda job: defer.fail(RuntimeError("gone")),
@@ -260,9 +271,9 @@ class ReservationTests(unittest.TestCase):
 
     def writer(self, **kw):
         kw.setdefault("fsync", False)
-        writer = RotatingWriter(self.dir, self.clock, time_per_file=3600,
-                                gap_timeout=3600, reserve_ahead=self.step,
-                                **kw)
+        kw.setdefault("time_per_file", 3600)
+        writer = RotatingWriter(self.dir, self.clock, gap_timeout=3600,
+                                reserve_ahead=self.step, **kw)
         writer.streamStarted(FakeProducer())
         self.addCleanup(writer.close)
         return writer
@@ -348,6 +359,52 @@ class ReservationTests(unittest.TestCase):
         self.assertLess(st.st_blocks * 512, st.st_size + 65536)
         [(_, raws)] = files_and_frames(self.dir)
         self.assertEqual(raws, sent)
+
+    def test_the_next_file_reserves_once_the_last_one_is_synced(self):
+        sync = DeferredSync()
+        writer = self.writer(run_blocking=sync, time_per_file=1)
+        F.feed(writer, self.big[0])
+        [(reservation, _)] = sync.jobs
+        sync.run_all()
+        # The file closes, and its close waits; the next one's writes
+        # reserve nothing meanwhile.
+        self.clock.advance(2)
+        F.feed(writer, self.big[1])
+        F.feed(writer, self.big[2])
+        [(close, _)] = sync.jobs
+        self.assertEqual(writer.status["files_written"], 2)
+        sync.run_all()
+        F.feed(writer, self.big[3])
+        self.assertEqual(len(sync.jobs), 1)
+        sync.run_all()
+        self.assertEqual(sync.jobs, [])
+        size, allocated = self.allocated(writer)
+        self.assertGreater(allocated, size + 65536)
+        d = writer.close()
+        sync.run_all()
+        self.successResultOf(d)
+
+    def test_with_fsync_reservations_start_at_the_first_write_out(self):
+        sync = DeferredSync()
+        one = len(F.raw(self.big[0]))
+        writer = self.writer(run_blocking=sync, fsync=True,
+                             writeback_every=2 * one)
+        F.feed(writer, self.big[0])
+        self.assertEqual(sync.jobs, [])
+        F.feed(writer, self.big[1])
+        [(reservation, _)] = sync.jobs
+        sync.run_all()
+        size, allocated = self.allocated(writer)
+        self.assertGreaterEqual(allocated, 2 * size)
+        # The write-out waits for a later write, one call at a time.
+        for frame in self.big[2:]:
+            F.feed(writer, frame)
+            self.assertEqual(len(sync.jobs), 1)
+            sync.run_all()
+        self.assertGreaterEqual(writer._out.file.written_back, 3 * one)
+        d = writer.close()
+        sync.run_all()
+        self.successResultOf(d)
 
     def test_a_reservation_the_file_system_refuses(self):
         def no_space(*args):

@@ -65,9 +65,10 @@ class FileOutput:
         self.syncer = Syncer(run_blocking,
                              writeback_every if fsync else None,
                              self._write_out_done)
-        self.reserver = BlockReserver(room_for or (lambda nbytes: True),
-                                      run_blocking, self.timed,
-                                      reserve_ahead)
+        self.reserver = BlockReserver(
+            room_for or (lambda nbytes: True), run_blocking, self.timed,
+            reserve_ahead, lambda: self.syncer.closing,
+            first=self.syncer.writeback_every)
         self._log = log
         self._file_log = file_log
         self._note_error = note_error

@@ -268,6 +268,13 @@ class Syncer:
             self._was_full = True
         return self._was_full
 
+    @property
+    def closing(self):
+        """
+        Whether a file released is still being synced and closed.
+        """
+        return bool(self._pending)
+
     def write_back(self, f):
         """
         Submit the open file's new data for write-out once
